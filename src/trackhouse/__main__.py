@@ -1,0 +1,3 @@
+from trackhouse.cli import main
+
+raise SystemExit(main())

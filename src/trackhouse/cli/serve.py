@@ -1,0 +1,71 @@
+"""``trackhouse serve``: run the HTTP server on a data directory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import uvicorn
+
+from trackhouse.cli.common import add_settings_arguments, settings_from_args
+from trackhouse.projects import Registry
+from trackhouse.settings import Settings
+from trackhouse.web.app import create_app
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "serve", help="run the ingestion and export server", description=__doc__
+    )
+    add_settings_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def ensure_default_project(settings: Settings) -> None:
+    """On a new data directory, create a project and show its credentials once."""
+    registry = Registry(settings.registry_path)
+    try:
+        if registry.projects():
+            count = len(registry.projects())
+            print(f"trackhouse: {count} project(s); `trackhouse projects list` shows them", flush=True)
+            return
+        project = registry.create_project("Default")
+    finally:
+        registry.close()
+    print(
+        "trackhouse: created the default project\n"
+        f"  project id:  {project.id}\n"
+        f"  token:       {project.token}   (for SDKs and /track)\n"
+        f"  API secret:  {project.secret}   (for /import and the export API; keep it secret)",
+        flush=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_default_project(settings)
+    print(
+        f"trackhouse: serving http://{settings.host}:{settings.port} "
+        f"(data in {settings.data_dir.resolve()})",
+        flush=True,
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

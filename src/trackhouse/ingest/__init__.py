@@ -1,0 +1,1 @@
+"""The pure ingest core: request bytes → normalized events or rejections (no I/O)."""

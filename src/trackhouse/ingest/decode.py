@@ -1,0 +1,204 @@
+"""Bytes → raw JSON objects. All the transport variety of spec §2 lives here.
+
+Pure: no I/O, no web framework, no database. Every failure is a
+:class:`~trackhouse.errors.PayloadError` (or ``PayloadTooLarge``) with a message that
+tells the client what was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from trackhouse.errors import PayloadError, PayloadTooLarge
+
+# Python's json module recurses; orjson stops at 1024 levels. Anything deeper than this
+# cannot be a valid event (spec §6 allows 3 levels), so refuse before the slow path.
+_MAX_NESTING_FOR_SLOW_PATH = 256
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate a gzip (or zlib) body, refusing to produce more than ``limit`` bytes.
+
+    The decompressor is asked for at most ``limit + 1`` bytes, so a gzip bomb costs us
+    ``limit`` bytes of memory and is then refused, never inflated.
+    """
+    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise PayloadError(f"body is not valid gzip: {exc}") from exc
+    if len(out) > limit:
+        raise PayloadTooLarge(
+            f"request exceeds max limit of {limit} bytes (after decompression)", limit=limit
+        )
+    if not inflater.eof:
+        raise PayloadError("body is not valid gzip: truncated stream")
+    while inflater.unused_data:  # concatenated gzip members are legal gzip
+        rest = inflater.unused_data
+        inflater = zlib.decompressobj(wbits=47)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise PayloadError(f"body is not valid gzip: {exc}") from exc
+        if len(out) > limit:
+            raise PayloadTooLarge(
+                f"request exceeds max limit of {limit} bytes (after decompression)", limit=limit
+            )
+        if not inflater.eof:
+            raise PayloadError("body is not valid gzip: truncated stream")
+    return out
+
+
+def first_significant_byte(data: bytes | str) -> str:
+    for ch in data[:64] if isinstance(data, str) else data[:64].decode("latin-1"):
+        if ch not in " \t\r\n\ufeff":
+            return ch
+    stripped = data.strip()
+    return "" if not stripped else (stripped[:1] if isinstance(stripped, str) else chr(stripped[0]))
+
+
+@dataclass(frozen=True)
+class RequestParams:
+    """The parameters of a /track-style request (query ∪ form body, body wins)."""
+
+    params: dict[str, str]
+    #: The payload when the body itself was JSON (no ``data=`` wrapper), else None.
+    json_body: bytes | None
+
+
+def parse_params(query_string: bytes, body: bytes, content_type: str) -> RequestParams:
+    """Spec §2.2–2.3: find the parameters in the query string and in a form-like body."""
+    params = _parse_form(query_string, "query string")
+    if not body.strip():
+        return RequestParams(params, None)
+    if first_significant_byte(body) in "[{":
+        return RequestParams(params, body)
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype in ("", "application/x-www-form-urlencoded", "text/plain"):
+        params.update(_parse_form(body, "body"))
+        return RequestParams(params, None)
+    raise PayloadError(
+        f"unsupported Content-Type {ctype!r}: send a form body (data=...) or a JSON body"
+    )
+
+
+def _parse_form(raw: bytes, where: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"{where} is not valid UTF-8") from exc
+    try:
+        # errors="strict": a %-escape that decodes to invalid UTF-8 is the client's bug.
+        return dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"{where} has a %-escape that is not valid UTF-8") from exc
+    except ValueError as exc:
+        raise PayloadError(f"{where} is not form-encoded: {exc}") from exc
+
+
+def decode_data(value: str | None) -> list[Any]:
+    """Spec §2.4–2.6: a ``data`` parameter, JSON or base64(JSON), one object or many."""
+    if value is None or not value.strip():
+        raise PayloadError("data, missing or empty")
+    if first_significant_byte(value) in "[{":
+        return as_list(loads(value.encode("utf-8", "surrogatepass")))
+    # mixpanel-node writes raw base64 into form bodies, so a form decoder turned its
+    # '+' into ' '; base64 has no spaces, so mapping them back is lossless.
+    text = value.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PayloadError("data is neither JSON nor valid base64") from exc
+    if not raw.strip():
+        raise PayloadError("data, missing or empty")
+    return as_list(loads(raw))
+
+
+def as_list(payload: Any) -> list[Any]:
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, dict):
+        return [payload]
+    raise PayloadError("payload must be a JSON object or an array of objects")
+
+
+def loads(raw: bytes) -> Any:
+    """Parse JSON; fast path orjson, slow path for the one case orjson refuses whole.
+
+    orjson rejects a document with any invalid UTF-8 or lone surrogate. Spec §6 wants
+    that to spoil only the event that holds it, with the property named. So on such a
+    failure we re-parse with the stdlib, keeping bad bytes as surrogates, and let
+    validation find and name them.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        fast_error = str(exc)
+    if "recursion" in fast_error.lower():
+        raise PayloadError("invalid JSON: nested too deeply")
+    try:
+        text = raw.decode("utf-8", "surrogateescape")
+        if _nesting_exceeds(text, _MAX_NESTING_FOR_SLOW_PATH):
+            raise PayloadError("invalid JSON: nested too deeply")
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(f"invalid JSON: {fast_error}") from exc
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def decode_import_body(body: bytes) -> list[Any]:
+    """Spec §4: a JSON array, one JSON object, or NDJSON (one JSON value per line)."""
+    if not body.strip():
+        raise PayloadError("request body is empty")
+    if first_significant_byte(body) not in "[{":
+        raise PayloadError("request body must be a JSON array of events or NDJSON")
+    try:
+        return as_list(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        pass
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    if len(lines) <= 1:
+        return as_list(loads(body))
+    events: list[Any] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            value = loads(line)
+        except PayloadError as exc:
+            raise PayloadError(f"NDJSON line {number}: {exc.message}") from exc
+        if not isinstance(value, dict):
+            raise PayloadError(f"NDJSON line {number}: each line must be one JSON object")
+        events.append(value)
+    return events

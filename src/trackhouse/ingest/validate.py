@@ -1,0 +1,385 @@
+"""Raw event objects → normalized events, or rejections. Spec §3, §4, §6 and §7.
+
+Pure: the only outside knowledge it needs (which project a token names) is passed in
+as a function. One bad event never spoils its batch: each becomes a
+:class:`Rejection` value carrying its index, insert_id, field and message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NamedTuple
+
+import orjson
+
+MAX_STRING = 255
+MAX_PROPERTIES = 255  # "< 255 properties": 254 is the most allowed
+MAX_COLLECTION = 255  # nested object keys and array elements: fewer than this
+MAX_DEPTH = 3  # containers below the properties object
+MIN_TIME_MS = 31_536_000_000  # 1971-01-01T00:00:00Z
+MS_THRESHOLD = 100_000_000_000  # spec Decision: values >= 1e11 are milliseconds
+
+PLACEHOLDER_IDS = frozenset(
+    {
+        "00000000-0000-0000-0000-000000000000",
+        "anon",
+        "anonymous",
+        "nil",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "undefined",
+        "unknown",
+        "<nil>",
+        "0",
+        "-1",
+        "true",
+        "false",
+        "[]",
+        "{}",
+    }
+)
+_INSERT_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+
+# Properties that become columns (or are never stored) rather than JSON properties.
+_COLUMN_PROPERTIES = ("token", "time", "$time", "distinct_id", "$distinct_id", "$insert_id", "ip")
+
+
+class Endpoint(Enum):
+    TRACK = "track"
+    IMPORT_STRICT = "import"
+    IMPORT_LEGACY = "import-legacy"
+
+    @property
+    def is_import(self) -> bool:
+        return self is not Endpoint.TRACK
+
+
+class Event(NamedTuple):
+    """A normalized event, as the journal and the store hold it."""
+
+    project_id: int
+    name: str
+    distinct_id: str
+    time_ms: int
+    insert_id: str
+    properties_json: str  # the event's other properties, JSON text
+    lib: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    insert_id: str | None
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "insert_id": self.insert_id,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What a request adds to each of its events."""
+
+    endpoint: Endpoint
+    received_ms: int
+    api_host: str
+    #: /import: the project the credentials name. /track: None (token decides).
+    project_id: int | None = None
+    #: ip=1 on /track: the client address, to derive a distinct_id when it is missing.
+    client_ip: str | None = None
+    track_max_age_ms: int = 5 * 86_400_000
+    future_tolerance_ms: int = 3_600_000
+    max_event_bytes: int = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Outcome:
+    events: list[Event]
+    rejections: list[Rejection]
+    ignored: int = 0  # events dropped on purpose ($ignore): valid, not stored
+
+    @property
+    def accepted(self) -> int:
+        return len(self.events) + self.ignored
+
+
+class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+
+
+TokenResolver = Callable[[str], int | None]
+
+
+def validate_events(
+    raw_events: list[Any], ctx: RequestContext, resolve_token: TokenResolver
+) -> Outcome:
+    outcome = Outcome([], [])
+    for index, raw in enumerate(raw_events):
+        try:
+            event = _normalize(raw, ctx, resolve_token)
+        except _Invalid as bad:
+            outcome.rejections.append(Rejection(index, _insert_id_of(raw), bad.field, bad.message))
+            continue
+        if event is None:
+            outcome.ignored += 1
+        else:
+            outcome.events.append(event)
+    return outcome
+
+
+def _insert_id_of(raw: Any) -> str | None:
+    if isinstance(raw, dict):
+        props = raw.get("properties")
+        if isinstance(props, dict):
+            value = props.get("$insert_id")
+            if isinstance(value, str) and not _has_surrogates(value):
+                return value[:MAX_STRING]
+    return None
+
+
+def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> Event | None:
+    if not isinstance(raw, dict):
+        raise _Invalid("event", "each event must be a JSON object")
+    name = raw.get("event")
+    if not isinstance(name, str) or not name:
+        raise _Invalid("event", "event name must be a non-empty string")
+    if _has_surrogates(name):
+        raise _Invalid("event", "event name is not valid UTF-8")
+    name = name[:MAX_STRING]
+    props = raw.get("properties", {})
+    if props is None:
+        props = {}
+    if not isinstance(props, dict):
+        raise _Invalid("properties", "properties must be a JSON object")
+
+    if "$ignore" in props:
+        return None
+
+    project_id = _project_of(props, ctx, resolve_token)
+    time_ms = _time_ms(props, ctx)
+    distinct_id = _distinct_id(props, ctx)
+    insert_id = _given_insert_id(props, ctx)
+
+    extra = {k: v for k, v in props.items() if k not in _COLUMN_PROPERTIES}
+    if len(extra) >= MAX_PROPERTIES:
+        raise _Invalid(
+            "properties",
+            f"event has {len(extra)} properties; fewer than {MAX_PROPERTIES} are allowed",
+        )
+    extra = _clean_object(extra, 0, "properties")
+    try:
+        if insert_id is None:
+            insert_id = _generated_insert_id(name, distinct_id, time_ms, extra, props)
+        extra["mp_processing_time_ms"] = ctx.received_ms
+        if ctx.api_host:
+            extra["$mp_api_endpoint"] = ctx.api_host
+        if ctx.endpoint.is_import:
+            extra["$import"] = True
+        properties_json = orjson.dumps(extra).decode()
+    except TypeError:  # orjson refuses lone surrogates: a string that was not UTF-8
+        raise _Invalid(_find_bad_string(extra) or "properties", "string is not valid UTF-8") from None
+    if len(properties_json) >= ctx.max_event_bytes:
+        raise _Invalid(
+            "properties",
+            f"event is {len(properties_json)} bytes of JSON; the limit is {ctx.max_event_bytes}",
+        )
+    lib = extra.get("mp_lib")
+    return Event(
+        project_id,
+        name,
+        distinct_id,
+        time_ms,
+        insert_id,
+        properties_json,
+        lib if isinstance(lib, str) else None,
+    )
+
+
+def _project_of(props: dict[str, Any], ctx: RequestContext, resolve_token: TokenResolver) -> int:
+    if ctx.project_id is not None:  # /import: the credentials decided
+        return ctx.project_id
+    token = props.get("token")
+    if not isinstance(token, str) or not token:
+        raise _Invalid("properties.token", "token, missing or empty")
+    project_id = resolve_token(token)
+    if project_id is None:
+        raise _Invalid("properties.token", "token, no project found")
+    return project_id
+
+
+def parse_time_ms(value: Any) -> int | None:
+    """Seconds or milliseconds (number or numeric string) → ms; None if not a time."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, int | float) or value != value or value in (float("inf"), -float("inf")):
+        return None
+    if abs(value) >= MS_THRESHOLD:
+        return round(value)
+    return round(value * 1000)
+
+
+def _time_ms(props: dict[str, Any], ctx: RequestContext) -> int:
+    field = "properties.time" if "time" in props else "properties.$time"
+    raw = props.get("time", props.get("$time"))
+    if raw is None:
+        if ctx.endpoint.is_import:
+            raise _Invalid("properties.time", "time is missing (required by /import)")
+        return ctx.received_ms
+    time_ms = parse_time_ms(raw)
+    if time_ms is None:
+        raise _Invalid(field, "time must be a number of seconds or milliseconds since the epoch")
+    if time_ms < MIN_TIME_MS:
+        raise _Invalid(field, "time is before 1971-01-01")
+    if ctx.endpoint.is_import:
+        if time_ms > ctx.received_ms + ctx.future_tolerance_ms:
+            raise _Invalid(field, "time is more than 1 hour in the future")
+        return min(time_ms, ctx.received_ms)
+    if time_ms < ctx.received_ms - ctx.track_max_age_ms:
+        days = ctx.track_max_age_ms // 86_400_000
+        raise _Invalid(
+            field, f"time is more than {days} days old; send historical events to /import"
+        )
+    return min(time_ms, ctx.received_ms)  # spec §3: a future time becomes the arrival time
+
+
+def _distinct_id(props: dict[str, Any], ctx: RequestContext) -> str:
+    field = "properties.distinct_id"
+    raw = props.get("distinct_id")
+    if raw is None:
+        raw = props.get("$distinct_id")
+    if raw is None:
+        if ctx.endpoint.is_import:
+            raise _Invalid(field, "distinct_id is missing")
+        if ctx.client_ip:
+            return "$ip:" + hashlib.sha256(ctx.client_ip.encode()).hexdigest()[:32]
+        return ""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise _Invalid(field, "distinct_id must be a string")
+    value = raw if isinstance(raw, str) else _number_text(raw)
+    if _has_surrogates(value):
+        raise _Invalid(field, "distinct_id is not valid UTF-8")
+    if ctx.endpoint.is_import and value.strip().lower() in PLACEHOLDER_IDS:
+        raise _Invalid(field, f"distinct_id {value!r} is a placeholder value, not an identity")
+    return value[:MAX_STRING]
+
+
+def _number_text(value: int | float) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _given_insert_id(props: dict[str, Any], ctx: RequestContext) -> str | None:
+    field = "properties.$insert_id"
+    if "$insert_id" not in props:
+        if ctx.endpoint is Endpoint.IMPORT_STRICT:
+            raise _Invalid(field, "$insert_id is missing (required by strict /import)")
+        return None
+    value = props["$insert_id"]
+    if not isinstance(value, str) or not value:
+        raise _Invalid(field, "$insert_id must be a non-empty string")
+    if len(value.encode("utf-8", "surrogatepass")) > 36:
+        raise _Invalid(field, "$insert_id is longer than 36 bytes")
+    if not _INSERT_ID_CHARS.issuperset(value):
+        raise _Invalid(field, "$insert_id may contain only letters, digits and '-'")
+    if value.lower() in PLACEHOLDER_IDS:
+        raise _Invalid(field, f"$insert_id {value!r} is a placeholder value")
+    return value
+
+
+def _generated_insert_id(
+    name: str, distinct_id: str, time_ms: int, cleaned: dict[str, Any], props: dict[str, Any]
+) -> str:
+    if "time" not in props and "$time" not in props:
+        # No client time: the arrival time stands in, so a copy can never be recognised
+        # (as at Mixpanel). Two such identical events are two real occurrences.
+        return uuid.uuid4().hex
+    # A client time but no $insert_id: derive the id from the content, so that a client
+    # resending the same event is deduplicated (spec §7).
+    content = orjson.dumps([name, distinct_id, time_ms, cleaned], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(content, digest_size=16).hexdigest()
+
+
+def _has_surrogates(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _clean_value(value: Any, depth: int, path: str) -> Any:
+    kind = type(value)
+    if kind is str:
+        return value[:MAX_STRING] if len(value) > MAX_STRING else value
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            raise _Invalid(path, f"nested more than {MAX_DEPTH} levels deep")
+        if len(value) >= MAX_COLLECTION:
+            raise _Invalid(path, f"object has {len(value)} keys; fewer than {MAX_COLLECTION} allowed")
+        return _clean_object(value, depth + 1, path)
+    if kind is list:
+        if depth >= MAX_DEPTH:
+            raise _Invalid(path, f"nested more than {MAX_DEPTH} levels deep")
+        if len(value) >= MAX_COLLECTION:
+            raise _Invalid(
+                path, f"list has {len(value)} elements; fewer than {MAX_COLLECTION} allowed"
+            )
+        return [_clean_value(v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
+    if kind is float and (value != value or value in (float("inf"), -float("inf"))):
+        raise _Invalid(path, "numbers must be finite")
+    return value
+
+
+def _clean_object(obj: dict[str, Any], depth: int, path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = key[:MAX_STRING] if len(key) > MAX_STRING else key
+        kind = type(value)
+        if kind is str:
+            out[name] = value[:MAX_STRING] if len(value) > MAX_STRING else value
+        elif kind is int or kind is bool or value is None:
+            out[name] = value
+        else:
+            out[name] = _clean_value(value, depth, f"{path}.{name}")
+    return out
+
+
+def _find_bad_string(value: Any, path: str = "properties") -> str:
+    """The path of the first key or string that is not valid UTF-8 (slow path only)."""
+    if isinstance(value, str):
+        return path if _has_surrogates(value) else ""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _has_surrogates(key):
+                return f"{path}.{key.encode('utf-8', 'replace').decode()}"
+            found = _find_bad_string(item, f"{path}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _find_bad_string(item, f"{path}[{i}]")
+            if found:
+                return found
+    return ""

@@ -1,0 +1,39 @@
+"""What a journal record holds: one request's accepted events (later: profile updates).
+
+A record is compact JSON: ``{"k":"ev","r":<received ms>,"e":<endpoint>,"rows":[...]}``,
+each row an :class:`~trackhouse.ingest.validate.Event` as a list. Properties stay JSON
+text inside it, so the loader never parses them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from trackhouse.ingest.validate import Event
+
+EVENTS = "ev"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    received_ms: int
+    endpoint: str
+    rows: list[list[Any]]  # Event fields, in Event's order
+
+
+def encode_events(events: list[Event], *, received_ms: int, endpoint: str) -> bytes:
+    # Event is a NamedTuple, which orjson leaves to `default`: a plain tuple is an array.
+    return orjson.dumps(
+        {"k": EVENTS, "r": received_ms, "e": endpoint, "rows": events}, default=tuple
+    )
+
+
+def decode(payload: bytes) -> EventRecord | None:
+    """The record's content, or None for a kind this version does not load."""
+    body = orjson.loads(payload)
+    if body.get("k") == EVENTS:
+        return EventRecord(body["r"], body["e"], body["rows"])
+    return None

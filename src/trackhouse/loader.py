@@ -1,0 +1,155 @@
+"""The loader: journal → store, exactly once.
+
+One thread reads records from the store's checkpoint up to the journal's durable end,
+turns them into one columnar batch and hands it to the store with the position it ends
+at; the store commits rows and checkpoint together. Only then may the journal drop
+segments the checkpoint has passed. If the store fails, the loader backs off and tries
+the same records again: the journal keeps them, and its backlog bound turns into 503s
+at the API if the store stays down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from trackhouse.errors import StorageError
+from trackhouse.journal import Journal, Position, read_range
+from trackhouse.journal.records import decode
+from trackhouse.storage.base import EventBatch, Store
+
+log = logging.getLogger(__name__)
+
+READ_BYTES_PER_BATCH = 64 * 1024 * 1024
+
+
+@dataclass
+class LoaderStats:
+    batches: int = 0
+    events_loaded: int = 0
+    duplicates_dropped: int = 0
+    last_lag_ms: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    lags_ms: list[int] = field(default_factory=list)
+
+
+class Loader:
+    def __init__(self, journal: Journal, store: Store, *, batch_events: int, idle_ms: int) -> None:
+        self.journal = journal
+        self.store = store
+        self.batch_events = batch_events
+        self.idle_s = idle_ms / 1000
+        self.stats = LoaderStats()
+        start = store.checkpoint()
+        self._position = start if start is not None else Position(0, 0)
+        journal.release(self._position)
+        self._progress = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def position(self) -> Position:
+        return self._position
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after loading everything already durable (a graceful drain)."""
+        self._stop.set()
+        with self.journal.data_ready:
+            self.journal.data_ready.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                loaded = self.load_once()
+            except StorageError as exc:
+                self.stats.errors += 1
+                self.stats.last_error = str(exc)
+                log.error("loader: %s (retrying in %.1fs)", exc, backoff)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if loaded:
+                continue
+            if self._stop.is_set():
+                return
+            self.journal.wait_for_data(self._position, self.idle_s)
+
+    def load_once(self) -> int:
+        """Load one batch from the checkpoint; the number of journal records loaded."""
+        end = self.journal.durable_end
+        if end <= self._position:
+            return 0
+        records = read_range(
+            self.journal.directory, self._position, end, READ_BYTES_PER_BATCH
+        )
+        if not records:
+            return 0
+        columns = EventBatch([], [], [], [], [], [], [], [], [])
+        taken = 0
+        oldest_received = None
+        for record in records:
+            content = decode(record.payload)
+            taken += 1
+            if content is not None:
+                rows = content.rows
+                count = len(rows)
+                columns.project_id.extend(r[0] for r in rows)
+                columns.event.extend(r[1] for r in rows)
+                columns.distinct_id.extend(r[2] for r in rows)
+                columns.time_ms.extend(r[3] for r in rows)
+                columns.insert_id.extend(r[4] for r in rows)
+                columns.properties.extend(r[5] for r in rows)
+                columns.lib.extend(r[6] for r in rows)
+                columns.received_ms.extend([content.received_ms] * count)
+                columns.endpoint.extend([content.endpoint] * count)
+                if oldest_received is None:
+                    oldest_received = content.received_ms
+            if len(columns) >= self.batch_events:
+                break
+        checkpoint = records[taken - 1].end
+        added = self.store.write_events(columns, checkpoint)
+        self._advance(checkpoint, len(columns), added, oldest_received)
+        return taken
+
+    def _advance(
+        self, checkpoint: Position, offered: int, added: int, oldest_received: int | None
+    ) -> None:
+        self.stats.batches += 1
+        self.stats.events_loaded += added
+        self.stats.duplicates_dropped += offered - added
+        if oldest_received is not None:
+            lag = int(time.time() * 1000) - oldest_received
+            self.stats.last_lag_ms = lag
+            self.stats.lags_ms.append(lag)
+            del self.stats.lags_ms[:-1000]
+        with self._progress:
+            self._position = checkpoint
+            self._progress.notify_all()
+        self.journal.release(checkpoint)
+
+    def catch_up(self) -> None:
+        """Load everything durable now (used at start-up of offline commands)."""
+        while self.load_once():
+            pass
+
+    def wait_until_loaded(self, target: Position, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self._position < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(remaining)
+        return True

@@ -1,0 +1,1 @@
+"""Stores: the contract (base) and its implementations."""

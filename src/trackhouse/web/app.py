@@ -1,0 +1,187 @@
+"""The ASGI application: routing, CORS, error containment and the lifespan.
+
+``create_app(settings)`` does nothing until the server runs the lifespan: only then are
+the registry, store, journal and loader opened, and they are closed in reverse order
+when it ends (after in-flight requests have been answered).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from trackhouse.errors import PayloadTooLarge, RequestError, TrackhouseError
+from trackhouse.settings import Settings
+from trackhouse.web import responses, system
+from trackhouse.web.export import handle_export
+from trackhouse.web.http import Receive, Request, Response, Scope, Send
+from trackhouse.web.imports import handle_import
+from trackhouse.web.services import Services
+from trackhouse.web.track import handle_track
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request, Services], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler | None
+    methods: frozenset[str]
+    cors: bool = True
+
+
+_TRACK_METHODS = frozenset({"GET", "POST"})
+ROUTES: dict[str, Route] = {
+    "/track": Route(handle_track, _TRACK_METHODS),
+    "/import": Route(handle_import, _TRACK_METHODS),
+    "/api/2.0/export": Route(None, frozenset({"GET"})),
+    "/export": Route(None, frozenset({"GET"})),
+    "/decide": Route(system.handle_decide, _TRACK_METHODS),
+    "/flags": Route(system.handle_flags, _TRACK_METHODS),
+    "/settings": Route(system.handle_settings, _TRACK_METHODS),
+    "/record": Route(system.handle_record, _TRACK_METHODS),
+    "/healthz": Route(system.handle_health, frozenset({"GET"}), cors=False),
+    "/-/status": Route(system.handle_status, frozenset({"GET"}), cors=False),
+}
+EXPORT_PATHS = frozenset({"/api/2.0/export", "/export"})
+
+_CORS_ALLOW_HEADERS = "Content-Type, Authorization, traceparent"
+
+
+def _cors_headers(origin: str) -> list[tuple[str, str]]:
+    # withCredentials XHRs need the exact origin, never "*" (spec §9).
+    return [
+        ("access-control-allow-origin", origin),
+        ("access-control-allow-credentials", "true"),
+        ("access-control-expose-headers", "Retry-After"),
+        ("vary", "Origin"),
+    ]
+
+
+class TrackhouseApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- lifespan --------------------------------------------------------------------
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.startup()
+                except TrackhouseError as exc:
+                    log.error("start-up failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def startup(self) -> None:
+        self.services = Services.open(self.settings)
+        self.services.loader.start()
+        self._write_server_file()
+
+    def shutdown(self) -> None:
+        if self.services is not None:
+            self.services.close()
+            self.services = None
+        try:
+            self.settings.server_file.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _write_server_file(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "url": f"http://{self.settings.host}:{self.settings.port}",
+        }
+        tmp = self.settings.server_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(self.settings.server_file)
+
+    # -- requests --------------------------------------------------------------------
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        path = request.path.rstrip("/") or "/"
+        route = ROUTES.get(path)
+        origin = request.headers.get("origin")
+        cors = _cors_headers(origin) if origin and (route is None or route.cors) else []
+        if route is None:
+            reply = responses.plain_error(404, f"unknown path {request.path!r}")
+        elif request.method == "OPTIONS" and route.cors:
+            reply = self._preflight(request)
+        elif request.method not in route.methods:
+            allowed = ", ".join(sorted(route.methods | ({"OPTIONS"} if route.cors else set())))
+            reply = responses.plain_error(
+                405, f"method {request.method} is not allowed on {path}; use {allowed}",
+                headers=[("allow", allowed)],
+            )
+        elif self.services is None:
+            reply = responses.plain_error(503, "server is starting or stopping", headers=[("retry-after", "1")])
+        elif path in EXPORT_PATHS:
+            streamed = await handle_export(request, self.services, _with_headers(send, cors))
+            if streamed is None:
+                return
+            reply = streamed
+        else:
+            assert route.handler is not None
+            reply = await self._call(route.handler, request, self.services)
+        reply.headers.extend(cors)
+        await reply.send(send)
+
+    @staticmethod
+    async def _call(handler: Handler, request: Request, services: Services) -> Response:
+        try:
+            return await handler(request, services)
+        except PayloadTooLarge as exc:
+            return responses.plain_error(413, exc.message)
+        except RequestError as exc:
+            return responses.plain_error(exc.status, exc.message)
+        except Exception:
+            # A bug, not the client's fault. Log it; never let it take the server down.
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return responses.plain_error(500, "internal error; see the server log")
+
+    @staticmethod
+    def _preflight(request: Request) -> Response:
+        return Response(
+            204,
+            b"",
+            "text/plain",
+            [
+                ("access-control-allow-methods", "GET, POST, OPTIONS"),
+                ("access-control-allow-headers", _CORS_ALLOW_HEADERS),
+                ("access-control-max-age", "86400"),
+            ],
+        )
+
+
+def _with_headers(send: Send, extra: list[tuple[str, str]]) -> Send:
+    if not extra:
+        return send
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+
+    async def wrapped(message: dict) -> None:  # type: ignore[type-arg]
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], *encoded]}
+        await send(message)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def create_app(settings: Settings) -> TrackhouseApp:
+    return TrackhouseApp(settings)

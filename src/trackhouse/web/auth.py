@@ -1,0 +1,65 @@
+"""Who is calling /import and the read APIs (spec §4 auth)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from trackhouse.errors import Unauthorized
+from trackhouse.projects import Project, Registry
+
+INVALID = "Invalid credentials"
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """``Basic base64(user:pass)``, or the plain ``user:pass`` some clients send."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        text = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        text = value
+    if ":" not in text:
+        text += ":"  # a bare secret, as some scripts send
+    user, _, password = text.partition(":")
+    return user, password
+
+
+def authenticate(registry: Registry, header: str | None, project_id_param: str | None) -> Project:
+    """The project the credentials give access to, or Unauthorized.
+
+    - project API secret as the user name, empty password;
+    - service account ``user:secret``, with ``project_id`` (the account's project);
+    - the project token, only where the project allows it (off by default: tokens are
+      public, shipped inside every app).
+    """
+    registry.refresh()
+    credentials = basic_credentials(header)
+    if credentials is None:
+        raise Unauthorized(INVALID)
+    user, password = credentials
+    wanted: int | None = None
+    if project_id_param:
+        try:
+            wanted = int(project_id_param)
+        except ValueError as exc:
+            raise Unauthorized(INVALID) from exc
+    if password:
+        account_project = registry.service_account(user, password)
+        if account_project is None or (wanted is not None and wanted != account_project):
+            raise Unauthorized(INVALID)
+        project = registry.get(account_project)
+    else:
+        project = registry.by_secret(user)
+        if project is None:
+            by_token = registry.by_token(user)
+            project = by_token if by_token is not None and by_token.allow_token_import else None
+        if project is not None and wanted is not None and wanted != project.id:
+            raise Unauthorized(INVALID)  # another project's secret
+    if project is None:
+        raise Unauthorized(INVALID)
+    return project

@@ -1,0 +1,112 @@
+"""/import (spec §4): server-side and historical events, authenticated by a secret.
+
+Two reply dialects: *strict* (the JSON envelope with ``failed_records``) for JSON and
+NDJSON bodies, and *legacy* (``1``/``0`` or ``{"status":..,"error":..}``) for the form
+bodies the official Python and Node libraries send, which break on a strict reply.
+"""
+
+from __future__ import annotations
+
+import time
+
+from trackhouse.errors import PayloadTooLarge, RateLimited, RequestError, Unauthorized, Unavailable
+from trackhouse.ingest.decode import decode_data, decode_import_body, first_significant_byte, parse_params
+from trackhouse.ingest.validate import Endpoint, RequestContext, validate_events
+from trackhouse.journal.records import encode_events
+from trackhouse.projects import Project
+from trackhouse.web import responses
+from trackhouse.web.auth import authenticate
+from trackhouse.web.http import Request, Response
+from trackhouse.web.payload import read_body
+from trackhouse.web.responses import TrackMode
+from trackhouse.web.services import Services
+
+
+async def handle_import(request: Request, services: Services) -> Response:
+    settings = services.settings
+    strict_param = request.query.get("strict")
+    legacy = TrackMode(verbose=request.query.get("verbose") == "1")
+    strict = strict_param == "1" or (
+        strict_param is None and not _looks_like_form(request, b"")
+    )
+    try:
+        project = authenticate(
+            services.registry, request.headers.get("authorization"), request.query.get("project_id")
+        )
+        body = await read_body(request, settings.max_body_bytes) if request.method == "POST" else b""
+        form = _looks_like_form(request, body)
+        if strict_param is None:
+            strict = not form
+        if form:
+            params = parse_params(request.query_string, body, request.headers.get("content-type", ""))
+            legacy = TrackMode(verbose=params.params.get("verbose") == "1")
+            if params.params.get("strict") in ("0", "1"):
+                strict = params.params["strict"] == "1"
+            raw_events = decode_data(params.params.get("data"))
+        else:
+            raw_events = decode_import_body(body)
+        if len(raw_events) > settings.max_events_per_request:
+            raise PayloadTooLarge(
+                f"request exceeds max limit of {settings.max_events_per_request} events"
+            )
+        return await _ingest(request, services, project, raw_events, strict, legacy)
+    except Unauthorized:
+        return responses.unauthorized()
+    except RateLimited as exc:
+        return responses.import_error(429, exc.message, retry_after=exc.retry_after)
+    except Unavailable as exc:
+        return responses.import_error(503, exc.message, retry_after=exc.retry_after)
+    except PayloadTooLarge as exc:
+        return responses.import_error(413, exc.message)
+    except RequestError as exc:
+        if strict:
+            return responses.import_error(400, exc.message)
+        return responses.track_reply(legacy, ok=False, error=exc.message)
+
+
+def _looks_like_form(request: Request, body: bytes) -> bool:
+    """Legacy clients: a form body (data=...), or the whole payload in the query (GET)."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype == "application/x-www-form-urlencoded":
+        return True
+    if body.strip():
+        return first_significant_byte(body) not in "[{"
+    return "data" in request.query
+
+
+async def _ingest(
+    request: Request,
+    services: Services,
+    project: Project,
+    raw_events: list[object],
+    strict: bool,
+    legacy: TrackMode,
+) -> Response:
+    settings = services.settings
+    ctx = RequestContext(
+        endpoint=Endpoint.IMPORT_STRICT if strict else Endpoint.IMPORT_LEGACY,
+        received_ms=int(time.time() * 1000),
+        api_host=request.headers.get("host", ""),
+        project_id=project.id,
+        future_tolerance_ms=settings.import_future_tolerance_s * 1000,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    outcome = validate_events(raw_events, ctx, lambda _token: project.id)
+    limit = project.events_per_second or settings.default_events_per_second
+    services.limiter.take(project.id, limit, len(outcome.events))
+    if outcome.events:
+        await services.journal.append_and_sync(
+            encode_events(outcome.events, received_ms=ctx.received_ms, endpoint="import")
+        )
+    if strict:
+        if not raw_events:
+            return responses.import_error(400, "request contains no events")
+        if outcome.rejections:
+            return responses.import_partial(outcome.accepted, outcome.rejections)
+        return responses.import_ok(outcome.accepted)
+    if not raw_events:
+        return responses.track_reply(legacy, ok=False, error="data, no events in payload")
+    if outcome.rejections:
+        error = responses.summarize_rejections(outcome.rejections, len(raw_events))
+        return responses.track_reply(legacy, ok=outcome.accepted > 0, error=error)
+    return responses.track_reply(legacy, ok=True)
