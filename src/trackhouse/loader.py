@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from trackhouse.errors import StorageError
 from trackhouse.journal import Journal, Position, read_range
-from trackhouse.journal.records import decode
-from trackhouse.storage.base import EventBatch, Store
+from trackhouse.journal.records import EventRecord, UpdateRecord, decode
+from trackhouse.storage.base import EventBatch, Store, UpdateBatch
 
 log = logging.getLogger(__name__)
 
@@ -91,36 +91,27 @@ class Loader:
         end = self.journal.durable_end
         if end <= self._position:
             return 0
-        records = read_range(
-            self.journal.directory, self._position, end, READ_BYTES_PER_BATCH
-        )
+        records = read_range(self.journal.directory, self._position, end, READ_BYTES_PER_BATCH)
         if not records:
             return 0
-        columns = EventBatch([], [], [], [], [], [], [], [], [])
+        events = EventBatch([], [], [], [], [], [], [], [], [])
+        updates = UpdateBatch([], [], [], [], [], [], [], [], [], [], [], [], [])
         taken = 0
         oldest_received = None
         for record in records:
             content = decode(record.payload)
             taken += 1
-            if content is not None:
-                rows = content.rows
-                count = len(rows)
-                columns.project_id.extend(r[0] for r in rows)
-                columns.event.extend(r[1] for r in rows)
-                columns.distinct_id.extend(r[2] for r in rows)
-                columns.time_ms.extend(r[3] for r in rows)
-                columns.insert_id.extend(r[4] for r in rows)
-                columns.properties.extend(r[5] for r in rows)
-                columns.lib.extend(r[6] for r in rows)
-                columns.received_ms.extend([content.received_ms] * count)
-                columns.endpoint.extend([content.endpoint] * count)
-                if oldest_received is None:
-                    oldest_received = content.received_ms
-            if len(columns) >= self.batch_events:
+            if isinstance(content, EventRecord):
+                _add_events(events, content)
+            elif isinstance(content, UpdateRecord):
+                _add_updates(updates, content, record.position)
+            if content is not None and oldest_received is None:
+                oldest_received = content.received_ms
+            if len(events) + len(updates) >= self.batch_events:
                 break
         checkpoint = records[taken - 1].end
-        added = self.store.write_events(columns, checkpoint)
-        self._advance(checkpoint, len(columns), added, oldest_received)
+        added = self.store.write_batch(events, updates, checkpoint)
+        self._advance(checkpoint, len(events), added, oldest_received)
         return taken
 
     def _advance(
@@ -153,3 +144,33 @@ class Loader:
                     return False
                 self._progress.wait(remaining)
         return True
+
+
+def _add_events(columns: EventBatch, record: EventRecord) -> None:
+    rows = record.rows
+    columns.project_id.extend(r[0] for r in rows)
+    columns.event.extend(r[1] for r in rows)
+    columns.distinct_id.extend(r[2] for r in rows)
+    columns.time_ms.extend(r[3] for r in rows)
+    columns.insert_id.extend(r[4] for r in rows)
+    columns.properties.extend(r[5] for r in rows)
+    columns.lib.extend(r[6] for r in rows)
+    columns.received_ms.extend([record.received_ms] * len(rows))
+    columns.endpoint.extend([record.endpoint] * len(rows))
+
+
+def _add_updates(columns: UpdateBatch, record: UpdateRecord, position: Position) -> None:
+    for seq, row in enumerate(record.rows):
+        columns.project_id.append(row[0])
+        columns.kind.append(row[1])
+        columns.distinct_id.append(row[2])
+        columns.group_key.append(row[3])
+        columns.group_id.append(row[4])
+        columns.operation.append(row[5])
+        columns.value.append(row[6])
+        columns.modifiers.append(row[7])
+        columns.time_ms.append(row[8])
+        columns.received_ms.append(record.received_ms)
+        columns.segment.append(position.segment)
+        columns.offset.append(position.offset)
+        columns.seq.append(seq)

@@ -36,5 +36,7 @@ class RateLimiter:
             tokens = min(rate, tokens + (now - stamp) * rate)
             if tokens <= 0:
                 self._buckets[project_id] = (tokens, now)
-                raise RateLimited(RATE_LIMITED_MESSAGE, retry_after=max(1, math.ceil(-tokens / rate + 1e-9)))
+                raise RateLimited(
+                    RATE_LIMITED_MESSAGE, retry_after=max(1, math.ceil(-tokens / rate + 1e-9))
+                )
             self._buckets[project_id] = (tokens - count, now)

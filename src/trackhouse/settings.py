@@ -22,7 +22,7 @@ from trackhouse.errors import ConfigError
 ENV_PREFIX = "TRACKHOUSE_"
 
 
-def _setting(default: Any, help: str, *, secret: bool = False) -> Any:  # noqa: A002
+def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
     return field(default=default, metadata={"help": help, "secret": secret})
 
 
@@ -171,7 +171,9 @@ def load_settings(
     known = {f.name: f.type for f in fields(Settings)}
     values: dict[str, Any] = {}
 
-    path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
+    path = config_file or (
+        Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None
+    )
     if path is not None:
         try:
             with path.open("rb") as fh:

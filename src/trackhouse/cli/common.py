@@ -19,7 +19,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser, names: list[str] | N
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default}; env TRACKHOUSE_{f.name.upper()})"
         if f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
         else:
             parser.add_argument(flag, dest=f.name, default=None, help=help_text)
 

@@ -98,12 +98,16 @@ def _export_via_server(url: str, secret: str, params: dict[str, str], out: Binar
             while chunk := reply.read(1 << 16):
                 out.write(chunk)
     except urllib.error.HTTPError as exc:
-        raise TrackhouseError(f"the server refused the export: {exc.read().decode(errors='replace')}") from exc
+        raise TrackhouseError(
+            f"the server refused the export: {exc.read().decode(errors='replace')}"
+        ) from exc
     except urllib.error.URLError as exc:
         raise TrackhouseError(f"cannot reach the server at {url}: {exc.reason}") from exc
 
 
-def _export_offline(settings: Settings, project_id: int, params: dict[str, str], out: BinaryIO) -> None:
+def _export_offline(
+    settings: Settings, project_id: int, params: dict[str, str], out: BinaryIO
+) -> None:
     store = DuckDBStore(settings.store_path)
     try:
         checkpoint = store.checkpoint()

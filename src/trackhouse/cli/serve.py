@@ -28,7 +28,9 @@ def ensure_default_project(settings: Settings) -> None:
     try:
         if registry.projects():
             count = len(registry.projects())
-            print(f"trackhouse: {count} project(s); `trackhouse projects list` shows them", flush=True)
+            print(
+                f"trackhouse: {count} project(s); `trackhouse projects list` shows them", flush=True
+            )
             return
         project = registry.create_project("Default")
     finally:

@@ -36,9 +36,15 @@ def _create(args: argparse.Namespace) -> int:
     finally:
         registry.close()
     if args.json:
-        print(json.dumps({"username": account.username, "secret": secret, "project_id": account.project_id}))
+        print(
+            json.dumps(
+                {"username": account.username, "secret": secret, "project_id": account.project_id}
+            )
+        )
     else:
-        print(f"username:   {account.username}\nsecret:     {secret}   (shown only now)\nproject id: {account.project_id}")
+        print(
+            f"username:   {account.username}\nsecret:     {secret}   (shown only now)\nproject id: {account.project_id}"
+        )
     return 0
 
 
@@ -49,7 +55,15 @@ def _list(args: argparse.Namespace) -> int:
     finally:
         registry.close()
     if args.json:
-        print(json.dumps([{"username": a.username, "project_id": a.project_id, "created_at": a.created_at} for a in accounts], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"username": a.username, "project_id": a.project_id, "created_at": a.created_at}
+                    for a in accounts
+                ],
+                indent=2,
+            )
+        )
     else:
         for a in accounts:
             print(f"{a.username}\tproject {a.project_id}")

@@ -8,6 +8,7 @@ as a function. One bad event never spoils its batch: each becomes a
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ class Outcome:
         return len(self.events) + self.ignored
 
 
-class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes this module
+class _Invalid(Exception):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.message = message
@@ -191,7 +192,9 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
             extra["$import"] = True
         properties_json = orjson.dumps(extra).decode()
     except TypeError:  # orjson refuses lone surrogates: a string that was not UTF-8
-        raise _Invalid(_find_bad_string(extra) or "properties", "string is not valid UTF-8") from None
+        raise _Invalid(
+            _find_bad_string(extra) or "properties", "string is not valid UTF-8"
+        ) from None
     if len(properties_json) >= ctx.max_event_bytes:
         raise _Invalid(
             "properties",
@@ -230,7 +233,7 @@ def parse_time_ms(value: Any) -> int | None:
             value = float(value.strip())
         except ValueError:
             return None
-    if not isinstance(value, int | float) or value != value or value in (float("inf"), -float("inf")):
+    if not isinstance(value, int | float) or not math.isfinite(value):
         return None
     if abs(value) >= MS_THRESHOLD:
         return round(value)
@@ -241,8 +244,9 @@ def _time_ms(props: dict[str, Any], ctx: RequestContext) -> int:
     field = "properties.time" if "time" in props else "properties.$time"
     raw = props.get("time", props.get("$time"))
     if raw is None:
-        if ctx.endpoint.is_import:
-            raise _Invalid("properties.time", "time is missing (required by /import)")
+        if ctx.endpoint is Endpoint.IMPORT_STRICT:
+            raise _Invalid("properties.time", "time is missing (required by strict /import)")
+        # /track, and legacy /import: mixpanel-python's merge() sends $merge with no time.
         return ctx.received_ms
     time_ms = parse_time_ms(raw)
     if time_ms is None:
@@ -337,7 +341,9 @@ def _clean_value(value: Any, depth: int, path: str) -> Any:
         if depth >= MAX_DEPTH:
             raise _Invalid(path, f"nested more than {MAX_DEPTH} levels deep")
         if len(value) >= MAX_COLLECTION:
-            raise _Invalid(path, f"object has {len(value)} keys; fewer than {MAX_COLLECTION} allowed")
+            raise _Invalid(
+                path, f"object has {len(value)} keys; fewer than {MAX_COLLECTION} allowed"
+            )
         return _clean_object(value, depth + 1, path)
     if kind is list:
         if depth >= MAX_DEPTH:
@@ -347,7 +353,7 @@ def _clean_value(value: Any, depth: int, path: str) -> Any:
                 path, f"list has {len(value)} elements; fewer than {MAX_COLLECTION} allowed"
             )
         return [_clean_value(v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
-    if kind is float and (value != value or value in (float("inf"), -float("inf"))):
+    if kind is float and not math.isfinite(value):
         raise _Invalid(path, "numbers must be finite")
     return value
 

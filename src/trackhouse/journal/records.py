@@ -1,4 +1,4 @@
-"""What a journal record holds: one request's accepted events (later: profile updates).
+"""What a journal record holds: one request's accepted events or profile updates.
 
 A record is compact JSON: ``{"k":"ev","r":<received ms>,"e":<endpoint>,"rows":[...]}``,
 each row an :class:`~trackhouse.ingest.validate.Event` as a list. Properties stay JSON
@@ -12,9 +12,11 @@ from typing import Any
 
 import orjson
 
+from trackhouse.ingest.profiles import ProfileUpdate
 from trackhouse.ingest.validate import Event
 
 EVENTS = "ev"
+PROFILE_UPDATES = "pu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +33,22 @@ def encode_events(events: list[Event], *, received_ms: int, endpoint: str) -> by
     )
 
 
-def decode(payload: bytes) -> EventRecord | None:
+@dataclass(frozen=True, slots=True)
+class UpdateRecord:
+    received_ms: int
+    rows: list[list[Any]]  # ProfileUpdate fields, in ProfileUpdate's order
+
+
+def encode_updates(updates: list[ProfileUpdate], *, received_ms: int) -> bytes:
+    return orjson.dumps({"k": PROFILE_UPDATES, "r": received_ms, "rows": updates}, default=tuple)
+
+
+def decode(payload: bytes) -> EventRecord | UpdateRecord | None:
     """The record's content, or None for a kind this version does not load."""
     body = orjson.loads(payload)
-    if body.get("k") == EVENTS:
+    kind = body.get("k")
+    if kind == EVENTS:
         return EventRecord(body["r"], body["e"], body["rows"])
+    if kind == PROFILE_UPDATES:
+        return UpdateRecord(body["r"], body["rows"])
     return None

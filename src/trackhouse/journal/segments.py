@@ -78,7 +78,9 @@ def scan(data: bytes, segment: int, start: int) -> tuple[list[Record], int]:
         payload = data[pos + HEADER_SIZE : end]
         if zlib.crc32(payload) != crc:
             break
-        records.append(Record(payload, Position(segment, start + pos), Position(segment, start + end)))
+        records.append(
+            Record(payload, Position(segment, start + pos), Position(segment, start + end))
+        )
         pos = end
     return records, start + pos
 
@@ -112,7 +114,9 @@ def read_range(directory: Path, start: Position, end: Position, max_bytes: int) 
         offset = start.offset if number == start.segment else 0
         stop = end.offset if number == end.segment else None
         try:
-            records, complete = _read_segment(segment_path(directory, number), number, offset, stop, budget)
+            records, complete = _read_segment(
+                segment_path(directory, number), number, offset, stop, budget
+            )
         except FileNotFoundError:
             continue
         out.extend(records)
@@ -134,14 +138,14 @@ def _read_segment(
         fh.seek(offset)
         want = stop - offset
         data = fh.read(min(want, max(budget, HEADER_SIZE)))
-        records, scanned = scan(data, number, offset)
+        records, _ = scan(data, number, offset)
         if not records and len(data) < want:
             # The next record alone is larger than the budget: read exactly that record.
             magic, length, _ = HEADER.unpack_from(data, 0)
             if magic == MAGIC and length <= MAX_RECORD:
                 fh.seek(offset)
                 data = fh.read(HEADER_SIZE + length)
-                records, scanned = scan(data, number, offset)
+                records, _scanned = scan(data, number, offset)
     if not records:
         # Unreadable from here on (a torn tail left by a crash): move on to the next
         # segment. Nothing here was acknowledged: acks wait for the covering fsync.

@@ -21,8 +21,8 @@ from pathlib import Path
 from trackhouse.errors import JournalError, Unavailable
 from trackhouse.journal.segments import (
     Position,
-    fsync_directory,
     frame,
+    fsync_directory,
     list_segments,
     segment_path,
     valid_length,
@@ -108,7 +108,9 @@ class Journal:
         except OSError as exc:
             self._undo_partial_write()
             log.error("journal write failed: %s", exc)
-            error = Unavailable(f"could not write the journal: {exc.strerror or exc}", retry_after=5)
+            error = Unavailable(
+                f"could not write the journal: {exc.strerror or exc}", retry_after=5
+            )
             self._resolve([(fut, error) for _, fut in batch])
             return
         results: list[tuple[asyncio.Future[Position], Position | BaseException]] = []
@@ -142,7 +144,9 @@ class Journal:
         self._size = 0
 
     def _open_segment(self, number: int) -> int:
-        fd = os.open(segment_path(self.directory, number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(
+            segment_path(self.directory, number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+        )
         fsync_directory(self.directory)
         self._sizes[number] = 0
         return fd

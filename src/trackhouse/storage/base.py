@@ -38,6 +38,29 @@ class EventBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateBatch:
+    """Columns of profile updates, in arrival order; every list has the same length.
+    (segment, offset, seq) is where each came from in the journal: its order and key."""
+
+    project_id: list[int]
+    kind: list[str]
+    distinct_id: list[str | None]
+    group_key: list[str | None]
+    group_id: list[str | None]
+    operation: list[str]
+    value: list[str]
+    modifiers: list[str]
+    time_ms: list[int]
+    received_ms: list[int]
+    segment: list[int]
+    offset: list[int]
+    seq: list[int]
+
+    def __len__(self) -> int:
+        return len(self.operation)
+
+
+@dataclass(frozen=True, slots=True)
 class ExportQuery:
     project_id: int
     from_ms: int  # inclusive
@@ -59,8 +82,9 @@ class Store(Protocol):
     def checkpoint(self) -> Position | None:
         """Where in the journal the last stored batch ended; None for a new store."""
 
-    def write_events(self, batch: EventBatch, checkpoint: Position) -> int:
-        """Store a batch (deduplicated) and its checkpoint atomically; rows added."""
+    def write_batch(self, events: EventBatch, updates: UpdateBatch, checkpoint: Position) -> int:
+        """Store events (deduplicated), profile updates and the checkpoint atomically;
+        returns the number of events added (duplicates are not)."""
 
     def export(self, query: ExportQuery) -> Iterator[list[ExportRow]]:
         """Matching events in time order, in chunks (never the whole result at once)."""

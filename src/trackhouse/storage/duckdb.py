@@ -7,6 +7,7 @@ own cursors, which see committed data only. Driver errors leave this module as
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import re
 import threading
@@ -19,7 +20,7 @@ import pyarrow as pa
 
 from trackhouse.errors import StorageError
 from trackhouse.journal.segments import Position
-from trackhouse.storage.base import EventBatch, ExportQuery, ExportRow
+from trackhouse.storage.base import EventBatch, ExportQuery, ExportRow, UpdateBatch
 
 EXPORT_CHUNK_ROWS = 5000
 
@@ -29,12 +30,38 @@ _DEDUP_KEY = """md5_number(concat_ws('|',
     project_id, length(event), event, length(distinct_id), distinct_id,
     time_ms // 1000, insert_id))"""
 
+# Fixed SQL: user data arrives only as Arrow columns.
 _INSERT = f"""
 INSERT OR IGNORE INTO events
 SELECT project_id, event, distinct_id, epoch_ms(time_ms), insert_id, properties,
        epoch_ms(received_ms), endpoint, lib, {_DEDUP_KEY}
 FROM batch
+"""  # noqa: S608
+
+_INSERT_UPDATES = """
+INSERT OR IGNORE INTO profile_updates
+SELECT project_id, kind, distinct_id, group_key, group_id, operation, value, modifiers,
+       epoch_ms(time_ms), epoch_ms(received_ms), segment, "offset", seq
+FROM updates
 """
+
+_UPDATE_SCHEMA = pa.schema(
+    [
+        ("project_id", pa.int32()),
+        ("kind", pa.string()),
+        ("distinct_id", pa.string()),
+        ("group_key", pa.string()),
+        ("group_id", pa.string()),
+        ("operation", pa.string()),
+        ("value", pa.string()),
+        ("modifiers", pa.string()),
+        ("time_ms", pa.int64()),
+        ("received_ms", pa.int64()),
+        ("segment", pa.int64()),
+        ("offset", pa.int64()),
+        ("seq", pa.int32()),
+    ]
+)
 
 _SCHEMA = pa.schema(
     [
@@ -71,32 +98,20 @@ class DuckDBStore:
             raise StorageError(f"cannot read the load checkpoint: {exc}") from exc
         return None if row is None else Position(int(row[0]), int(row[1]))
 
-    def write_events(self, batch: EventBatch, checkpoint: Position) -> int:
-        table = pa.Table.from_arrays(
-            [
-                pa.array(batch.project_id, pa.int32()),
-                pa.array(batch.event, pa.string()),
-                pa.array(batch.distinct_id, pa.string()),
-                pa.array(batch.time_ms, pa.int64()),
-                pa.array(batch.insert_id, pa.string()),
-                pa.array(batch.properties, pa.string()),
-                pa.array(batch.received_ms, pa.int64()),
-                pa.array(batch.endpoint, pa.string()),
-                pa.array(batch.lib, pa.string()),
-            ],
-            schema=_SCHEMA,
-        )
+    def write_batch(self, events: EventBatch, updates: UpdateBatch, checkpoint: Position) -> int:
+        event_table = _table(events, _SCHEMA) if len(events) else None
+        update_table = _table(updates, _UPDATE_SCHEMA) if len(updates) else None
         with self._write_lock:
             con = self._con
             try:
                 con.execute("BEGIN")
-                before = _count(con)
-                con.register("batch", table)
-                try:
-                    con.execute(_INSERT)
-                finally:
-                    con.unregister("batch")
-                added = _count(con) - before
+                added = 0
+                if event_table is not None:
+                    before = _count(con)
+                    _insert_from(con, "batch", event_table, _INSERT)
+                    added = _count(con) - before
+                if update_table is not None:
+                    _insert_from(con, "updates", update_table, _INSERT_UPDATES)
                 con.execute(
                     "INSERT OR REPLACE INTO load_checkpoint VALUES (1, ?, ?)",
                     [checkpoint.segment, checkpoint.offset],
@@ -104,7 +119,7 @@ class DuckDBStore:
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 _rollback(con)
-                raise StorageError(f"cannot write events: {exc}") from exc
+                raise StorageError(f"cannot write to the store: {exc}") from exc
         return added
 
     def export(self, query: ExportQuery) -> Iterator[list[ExportRow]]:
@@ -136,7 +151,9 @@ class DuckDBStore:
     def count_events(self, project_id: int) -> int:
         try:
             row = _one(
-                self._cursor().execute("SELECT count(*) FROM events WHERE project_id = ?", [project_id])
+                self._cursor().execute(
+                    "SELECT count(*) FROM events WHERE project_id = ?", [project_id]
+                )
             )
         except duckdb.Error as exc:
             raise StorageError(f"count failed: {exc}") from exc
@@ -153,6 +170,20 @@ class DuckDBStore:
                 raise StorageError(f"cannot close the store: {exc}") from exc
 
 
+def _table(batch: EventBatch | UpdateBatch, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays(
+        [pa.array(getattr(batch, f.name), f.type) for f in schema], schema=schema
+    )
+
+
+def _insert_from(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:
+    con.register(name, table)
+    try:
+        con.execute(sql)
+    finally:
+        con.unregister(name)
+
+
 def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
     # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the
     # connection and refuses the next statement until it is drained.
@@ -166,10 +197,8 @@ def _count(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with contextlib.suppress(duckdb.Error):
         con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
 
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -192,7 +221,9 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
         con.execute("BEGIN")
         try:
             con.execute(entry.read_text())
-            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, entry.name])
+            con.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, entry.name]
+            )
             con.execute("COMMIT")
         except duckdb.Error:
             _rollback(con)

@@ -7,6 +7,7 @@ when it ends (after in-flight requests have been answered).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from trackhouse.errors import PayloadTooLarge, RequestError, TrackhouseError
 from trackhouse.settings import Settings
 from trackhouse.web import responses, system
+from trackhouse.web.engage import handle_engage, handle_groups
 from trackhouse.web.export import handle_export
 from trackhouse.web.http import Receive, Request, Response, Scope, Send
 from trackhouse.web.imports import handle_import
@@ -38,6 +40,8 @@ _TRACK_METHODS = frozenset({"GET", "POST"})
 ROUTES: dict[str, Route] = {
     "/track": Route(handle_track, _TRACK_METHODS),
     "/import": Route(handle_import, _TRACK_METHODS),
+    "/engage": Route(handle_engage, _TRACK_METHODS),
+    "/groups": Route(handle_groups, _TRACK_METHODS),
     "/api/2.0/export": Route(None, frozenset({"GET"})),
     "/export": Route(None, frozenset({"GET"})),
     "/decide": Route(system.handle_decide, _TRACK_METHODS),
@@ -47,7 +51,6 @@ ROUTES: dict[str, Route] = {
     "/healthz": Route(system.handle_health, frozenset({"GET"}), cors=False),
     "/-/status": Route(system.handle_status, frozenset({"GET"}), cors=False),
 }
-EXPORT_PATHS = frozenset({"/api/2.0/export", "/export"})
 
 _CORS_ALLOW_HEADERS = "Content-Type, Authorization, traceparent"
 
@@ -99,10 +102,8 @@ class TrackhouseApp:
         if self.services is not None:
             self.services.close()
             self.services = None
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.settings.server_file.unlink()
-        except FileNotFoundError:
-            pass
 
     def _write_server_file(self) -> None:
         info = {
@@ -127,18 +128,20 @@ class TrackhouseApp:
         elif request.method not in route.methods:
             allowed = ", ".join(sorted(route.methods | ({"OPTIONS"} if route.cors else set())))
             reply = responses.plain_error(
-                405, f"method {request.method} is not allowed on {path}; use {allowed}",
+                405,
+                f"method {request.method} is not allowed on {path}; use {allowed}",
                 headers=[("allow", allowed)],
             )
         elif self.services is None:
-            reply = responses.plain_error(503, "server is starting or stopping", headers=[("retry-after", "1")])
-        elif path in EXPORT_PATHS:
+            reply = responses.plain_error(
+                503, "server is starting or stopping", headers=[("retry-after", "1")]
+            )
+        elif route.handler is None:  # the export streams its own reply
             streamed = await handle_export(request, self.services, _with_headers(send, cors))
             if streamed is None:
                 return
             reply = streamed
         else:
-            assert route.handler is not None
             reply = await self._call(route.handler, request, self.services)
         reply.headers.extend(cors)
         await reply.send(send)

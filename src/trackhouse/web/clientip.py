@@ -23,7 +23,9 @@ def _trusted(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in net for net in networks)
 
 
-def client_address(peer: str | None, headers: Mapping[str, str], trusted: tuple[str, ...]) -> str | None:
+def client_address(
+    peer: str | None, headers: Mapping[str, str], trusted: tuple[str, ...]
+) -> str | None:
     if peer is None:
         return None
     networks = parse_networks(trusted)

@@ -41,9 +41,8 @@ async def handle_export(request: Request, services: Services, send: Send) -> Res
         headers.append((b"vary", b"Accept-Encoding"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
-    chunk: object = first
-    while chunk is not _DONE:
-        assert isinstance(chunk, bytes)
+    chunk = first
+    while isinstance(chunk, bytes):
         data = compressor.compress(chunk) if compressor else chunk
         if data:
             await send({"type": "http.response.body", "body": data, "more_body": True})

@@ -54,7 +54,9 @@ class Request:
         if declared is not None:
             try:
                 if int(declared) > limit:
-                    raise PayloadTooLarge(f"request exceeds max limit of {limit} bytes", limit=limit)
+                    raise PayloadTooLarge(
+                        f"request exceeds max limit of {limit} bytes", limit=limit
+                    )
             except ValueError as exc:
                 raise PayloadError("Content-Length is not a number") from exc
         chunks: list[bytes] = []

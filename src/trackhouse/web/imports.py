@@ -10,7 +10,12 @@ from __future__ import annotations
 import time
 
 from trackhouse.errors import PayloadTooLarge, RateLimited, RequestError, Unauthorized, Unavailable
-from trackhouse.ingest.decode import decode_data, decode_import_body, first_significant_byte, parse_params
+from trackhouse.ingest.decode import (
+    decode_data,
+    decode_import_body,
+    first_significant_byte,
+    parse_params,
+)
 from trackhouse.ingest.validate import Endpoint, RequestContext, validate_events
 from trackhouse.journal.records import encode_events
 from trackhouse.projects import Project
@@ -26,19 +31,21 @@ async def handle_import(request: Request, services: Services) -> Response:
     settings = services.settings
     strict_param = request.query.get("strict")
     legacy = TrackMode(verbose=request.query.get("verbose") == "1")
-    strict = strict_param == "1" or (
-        strict_param is None and not _looks_like_form(request, b"")
-    )
+    strict = strict_param == "1" or (strict_param is None and not _looks_like_form(request, b""))
     try:
         project = authenticate(
             services.registry, request.headers.get("authorization"), request.query.get("project_id")
         )
-        body = await read_body(request, settings.max_body_bytes) if request.method == "POST" else b""
+        body = (
+            await read_body(request, settings.max_body_bytes) if request.method == "POST" else b""
+        )
         form = _looks_like_form(request, body)
         if strict_param is None:
             strict = not form
         if form:
-            params = parse_params(request.query_string, body, request.headers.get("content-type", ""))
+            params = parse_params(
+                request.query_string, body, request.headers.get("content-type", "")
+            )
             legacy = TrackMode(verbose=params.params.get("verbose") == "1")
             if params.params.get("strict") in ("0", "1"):
                 strict = params.params["strict"] == "1"
@@ -92,8 +99,7 @@ async def _ingest(
         max_event_bytes=settings.max_event_bytes,
     )
     outcome = validate_events(raw_events, ctx, lambda _token: project.id)
-    limit = project.events_per_second or settings.default_events_per_second
-    services.limiter.take(project.id, limit, len(outcome.events))
+    services.take_rate({project.id: len(outcome.events)})
     if outcome.events:
         await services.journal.append_and_sync(
             encode_events(outcome.events, received_ms=ctx.received_ms, endpoint="import")

@@ -46,9 +46,7 @@ class TrackMode:
 
 def track_mode(params: Mapping[str, str]) -> TrackMode:
     callback = params.get("callback") or None
-    if callback is not None and (
-        len(callback) > MAX_CALLBACK or not _CALLBACK.fullmatch(callback)
-    ):
+    if callback is not None and (len(callback) > MAX_CALLBACK or not _CALLBACK.fullmatch(callback)):
         raise BadCallback(
             "callback must be a JavaScript name such as mixpanel._jsc.abc (letters, digits, "
             "_, $, dots and [index])"
@@ -60,7 +58,9 @@ def track_mode(params: Mapping[str, str]) -> TrackMode:
     )
 
 
-def track_reply(mode: TrackMode, *, ok: bool, error: str | None = None, status: int = 200) -> Response:
+def track_reply(
+    mode: TrackMode, *, ok: bool, error: str | None = None, status: int = 200
+) -> Response:
     """The 1/0, verbose, pixel or JSONP answer. Pixels and JSONP are always HTTP 200:
     an <img> or <script> tag cannot read a status anyway."""
     if mode.img:
@@ -140,5 +140,7 @@ def plain_error(status: int, message: str, *, headers: Sequence[tuple[str, str]]
     return Response(status, message.encode(), PLAIN, list(headers))
 
 
-def json_reply(value: object, status: int = 200, headers: Sequence[tuple[str, str]] = ()) -> Response:
+def json_reply(
+    value: object, status: int = 200, headers: Sequence[tuple[str, str]] = ()
+) -> Response:
     return Response(status, orjson.dumps(value), JSON, list(headers))

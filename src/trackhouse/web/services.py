@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from trackhouse.journal import Journal
@@ -45,9 +46,33 @@ class Services:
             registry.close()
             raise
         loader = Loader(
-            journal, store, batch_events=settings.loader_batch_events, idle_ms=settings.loader_idle_ms
+            journal,
+            store,
+            batch_events=settings.loader_batch_events,
+            idle_ms=settings.loader_idle_ms,
         )
         return cls(settings, registry, store, journal, loader, RateLimiter())
+
+    def token_resolver(self) -> Callable[[str], int | None]:
+        """Token → project id for one request (registry changes seen at its start)."""
+        registry = self.registry
+        registry.refresh()
+        auto_create = self.settings.auto_create_projects
+
+        def resolve(token: str) -> int | None:
+            project = registry.by_token(token)
+            if project is None and auto_create:
+                project = registry.create_project(f"auto {token[:40]}", token=token)
+            return None if project is None else project.id
+
+        return resolve
+
+    def take_rate(self, counts: Mapping[int, int]) -> None:
+        """Spend each project's events-per-second budget, or raise RateLimited."""
+        for project_id, count in counts.items():
+            project = self.registry.get(project_id)
+            own = project.events_per_second if project is not None else None
+            self.limiter.take(project_id, own or self.settings.default_events_per_second, count)
 
     def close(self) -> None:
         """Close in reverse order: no new appends, drain the loader, then the store."""

@@ -1,0 +1,139 @@
+"""Raw /engage and /groups updates → normalized profile updates, or rejections (spec §5).
+
+Pure, like validate.py. An update names its profile (``$distinct_id``, or
+``$group_key`` + ``$group_id``), carries exactly one operation, and may carry modifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+
+from trackhouse.ingest.validate import (
+    MAX_STRING,
+    Rejection,
+    TokenResolver,
+    parse_time_ms,
+)
+
+OPERATIONS = ("$set", "$set_once", "$add", "$union", "$append", "$remove", "$unset", "$delete")
+_IDENTITY_KEYS = ("$token", "$distinct_id", "$group_key", "$group_id")
+
+
+class ProfileUpdate(NamedTuple):
+    project_id: int
+    kind: str  # "user" | "group"
+    distinct_id: str | None
+    group_key: str | None
+    group_id: str | None
+    operation: str
+    value_json: str
+    modifiers_json: str  # $ip, $time, $ignore_time, ... and any other top-level keys
+    time_ms: int
+
+
+@dataclass(slots=True)
+class ProfileOutcome:
+    updates: list[ProfileUpdate]
+    rejections: list[Rejection]
+
+
+class _Invalid(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+
+
+def validate_updates(
+    raw_updates: list[Any], *, group: bool, received_ms: int, resolve_token: TokenResolver
+) -> ProfileOutcome:
+    outcome = ProfileOutcome([], [])
+    for index, raw in enumerate(raw_updates):
+        try:
+            outcome.updates.append(_normalize(raw, group, received_ms, resolve_token))
+        except _Invalid as bad:
+            outcome.rejections.append(Rejection(index, None, bad.field, bad.message))
+    return outcome
+
+
+def _identity(raw: dict[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Invalid(key, f"{key}, missing or empty")
+    text = value if isinstance(value, str) else str(value)
+    if key != "$distinct_id" and not text:
+        raise _Invalid(key, f"{key}, missing or empty")
+    return text[:MAX_STRING]
+
+
+def _normalize(
+    raw: Any, group: bool, received_ms: int, resolve_token: TokenResolver
+) -> ProfileUpdate:
+    if not isinstance(raw, dict):
+        raise _Invalid("update", "each update must be a JSON object")
+    token = raw.get("$token")
+    if not isinstance(token, str) or not token:
+        raise _Invalid("$token", "$token, missing or empty")
+    project_id = resolve_token(token)
+    if project_id is None:
+        raise _Invalid("$token", "$token, no project found")
+    if group:
+        distinct_id = None
+        group_key: str | None = _identity(raw, "$group_key")
+        group_id: str | None = _identity(raw, "$group_id")
+    else:
+        distinct_id = _identity(raw, "$distinct_id")
+        group_key = group_id = None
+    operations = [op for op in OPERATIONS if op in raw]
+    if len(operations) != 1:
+        found = ", ".join(operations) or "none"
+        raise _Invalid(
+            "operation", f"an update needs exactly one of {', '.join(OPERATIONS)} (found: {found})"
+        )
+    operation = operations[0]
+    value = raw[operation]
+    _check_value(operation, value)
+    time_ms = received_ms
+    if "$time" in raw:
+        parsed = parse_time_ms(raw["$time"])
+        if parsed is None:
+            raise _Invalid("$time", "$time must be seconds or milliseconds since the epoch")
+        time_ms = min(parsed, received_ms)
+    modifiers = {k: v for k, v in raw.items() if k not in _IDENTITY_KEYS and k not in OPERATIONS}
+    try:
+        value_json = orjson.dumps(value).decode()
+        modifiers_json = orjson.dumps(modifiers).decode()
+    except TypeError:
+        raise _Invalid(operation, "string is not valid UTF-8") from None
+    return ProfileUpdate(
+        project_id,
+        "group" if group else "user",
+        distinct_id,
+        group_key,
+        group_id,
+        operation,
+        value_json,
+        modifiers_json,
+        time_ms,
+    )
+
+
+def _check_value(operation: str, value: Any) -> None:
+    if operation == "$delete":
+        return
+    if operation == "$unset":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _Invalid(operation, "$unset takes a list of property names")
+        return
+    if not isinstance(value, dict):
+        raise _Invalid(operation, f"{operation} takes an object of properties")
+    if operation == "$add":
+        for name, amount in value.items():
+            if isinstance(amount, bool) or not isinstance(amount, int | float):
+                raise _Invalid(f"$add.{name}", "$add takes numbers only")
+    if operation == "$union":
+        for name, items in value.items():
+            if not isinstance(items, list):
+                raise _Invalid(f"$union.{name}", "$union takes a list for each property")
