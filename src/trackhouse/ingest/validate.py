@@ -20,7 +20,8 @@ import orjson
 MAX_STRING = 255
 MAX_PROPERTIES = 255  # "< 255 properties": 254 is the most allowed
 MAX_COLLECTION = 255  # nested object keys and array elements: fewer than this
-MAX_DEPTH = 3  # containers below the properties object
+MAX_DEPTH = 3  # object levels below the properties object
+MAX_CONTAINERS = 8  # any nesting of objects and arrays
 MIN_TIME_MS = 31_536_000_000  # 1971-01-01T00:00:00Z
 MS_THRESHOLD = 100_000_000_000  # spec Decision: values >= 1e11 are milliseconds
 
@@ -172,7 +173,7 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
 
     project_id = _project_of(props, ctx, resolve_token)
     time_ms = _time_ms(props, ctx)
-    distinct_id = _distinct_id(props, ctx)
+    distinct_id = _distinct_id(props, ctx, name)
     insert_id = _given_insert_id(props, ctx)
 
     extra = {k: v for k, v in props.items() if k not in _COLUMN_PROPERTIES}
@@ -265,11 +266,16 @@ def _time_ms(props: dict[str, Any], ctx: RequestContext) -> int:
     return min(time_ms, ctx.received_ms)  # spec §3: a future time becomes the arrival time
 
 
-def _distinct_id(props: dict[str, Any], ctx: RequestContext) -> str:
+def _distinct_id(props: dict[str, Any], ctx: RequestContext, name: str) -> str:
     field = "properties.distinct_id"
     raw = props.get("distinct_id")
     if raw is None:
         raw = props.get("$distinct_id")
+    if raw is None and name == "$merge":
+        # mixpanel-python's merge(): the two identities travel in $distinct_ids.
+        ids = props.get("$distinct_ids")
+        if isinstance(ids, list) and len(ids) == 2 and all(isinstance(i, str) and i for i in ids):
+            raw = ids[0]
     if raw is None:
         if ctx.endpoint.is_import:
             raise _Invalid(field, "distinct_id is missing")
@@ -333,32 +339,39 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
-def _clean_value(value: Any, depth: int, path: str) -> Any:
+def _clean_value(value: Any, depth: int, path: str, containers: int = 0) -> Any:
+    """Truncate strings and enforce §6's nesting limits below one property.
+
+    ``depth`` counts nested objects (the limit Mixpanel applies: the browser SDK sends
+    ``{"a": {"b": [1, {"c": "d"}]}}``, three object levels). Arrays do not add a level,
+    but every container counts toward ``MAX_CONTAINERS`` so lists of lists stay bounded.
+    """
     kind = type(value)
     if kind is str:
         return value[:MAX_STRING] if len(value) > MAX_STRING else value
-    if kind is dict:
-        if depth >= MAX_DEPTH:
-            raise _Invalid(path, f"nested more than {MAX_DEPTH} levels deep")
+    if kind is dict or kind is list:
+        if containers >= MAX_CONTAINERS:
+            raise _Invalid(path, f"nested more than {MAX_CONTAINERS} containers deep")
         if len(value) >= MAX_COLLECTION:
+            noun = "keys" if kind is dict else "elements"
             raise _Invalid(
-                path, f"object has {len(value)} keys; fewer than {MAX_COLLECTION} allowed"
+                path, f"has {len(value)} {noun}; fewer than {MAX_COLLECTION} are allowed"
             )
-        return _clean_object(value, depth + 1, path)
-    if kind is list:
+        if kind is list:
+            return [
+                _clean_value(v, depth, f"{path}[{i}]", containers + 1) for i, v in enumerate(value)
+            ]
         if depth >= MAX_DEPTH:
-            raise _Invalid(path, f"nested more than {MAX_DEPTH} levels deep")
-        if len(value) >= MAX_COLLECTION:
-            raise _Invalid(
-                path, f"list has {len(value)} elements; fewer than {MAX_COLLECTION} allowed"
-            )
-        return [_clean_value(v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
+            raise _Invalid(path, f"objects nested more than {MAX_DEPTH} levels deep")
+        return _clean_object(value, depth + 1, path, containers + 1)
     if kind is float and not math.isfinite(value):
         raise _Invalid(path, "numbers must be finite")
     return value
 
 
-def _clean_object(obj: dict[str, Any], depth: int, path: str) -> dict[str, Any]:
+def _clean_object(
+    obj: dict[str, Any], depth: int, path: str, containers: int = 0
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in obj.items():
         name = key[:MAX_STRING] if len(key) > MAX_STRING else key
@@ -368,7 +381,7 @@ def _clean_object(obj: dict[str, Any], depth: int, path: str) -> dict[str, Any]:
         elif kind is int or kind is bool or value is None:
             out[name] = value
         else:
-            out[name] = _clean_value(value, depth, f"{path}.{name}")
+            out[name] = _clean_value(value, depth, f"{path}.{name}", containers)
     return out
 
 
