@@ -234,12 +234,11 @@ def test_every_captured_request_replays_as_success_and_lands_once(
             status,
             body,
         )
-        target, body = prepared(capture, delta_s)
-        for event in sent_events(
-            Capture(
-                capture.client, capture.scenario, capture.method, target, capture.headers, body, ""
-            )
-        ):
+        target, sent_body = prepared(capture, delta_s)
+        as_sent = Capture(
+            capture.client, capture.scenario, capture.method, target, capture.headers, sent_body, ""
+        )
+        for event in sent_events(as_sent):
             identity = _identity(event)
             if identity is None:
                 anonymous += 1
