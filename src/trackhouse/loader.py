@@ -71,10 +71,13 @@ class Loader:
         while True:
             try:
                 loaded = self.load_once()
-            except StorageError as exc:
+            except Exception as exc:  # the loader must outlive any one failure
                 self.stats.errors += 1
                 self.stats.last_error = str(exc)
-                log.error("loader: %s (retrying in %.1fs)", exc, backoff)
+                if isinstance(exc, StorageError):
+                    log.error("loader: %s (retrying in %.1fs)", exc, backoff)
+                else:
+                    log.exception("loader: unexpected error (retrying in %.1fs)", backoff)
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 5.0)
@@ -93,6 +96,13 @@ class Loader:
             return 0
         records = read_range(self.journal.directory, self._position, end, READ_BYTES_PER_BATCH)
         if not records:
+            # Nothing valid before the durable end (empty segments from restarts, or a
+            # torn tail): move past it in memory, or the loader would spin on it. The
+            # stored checkpoint may stay behind; re-reading nothing is harmless.
+            with self._progress:
+                self._position = end
+                self._progress.notify_all()
+            self.journal.release(end)
             return 0
         events = EventBatch([], [], [], [], [], [], [], [], [])
         updates = UpdateBatch([], [], [], [], [], [], [], [], [], [], [], [], [])

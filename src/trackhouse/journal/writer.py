@@ -181,7 +181,8 @@ class Journal:
     def release(self, loaded: Position) -> None:
         """Everything before ``loaded`` is safely in the store: drop whole old segments."""
         self._loaded = loaded
-        for number in [n for n in self._sizes if n < loaded.segment]:
+        # list(): the writer thread may add a segment to _sizes meanwhile.
+        for number in [n for n in list(self._sizes) if n < loaded.segment]:
             try:
                 segment_path(self.directory, number).unlink()
             except FileNotFoundError:
