@@ -15,7 +15,10 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def start(
-        data_dir: Path | None = None, *, env: dict[str, str] | None = None, args: list[str] | None = None
+        data_dir: Path | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> Server:
         server = Server(data_dir or tmp_path / f"data{len(servers)}", env or {}, args or [])
         servers.append(server)

@@ -144,4 +144,3 @@ def export(
     with urllib.request.urlopen(request, timeout=60) as reply:
         body = reply.read()
     return [json.loads(line) for line in body.splitlines() if line.strip()]
-
