@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
+        # clientip.py alone decides whom to believe (--trusted-proxies); uvicorn's
+        # default would trust X-Forwarded-For from any loopback peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)

@@ -8,6 +8,7 @@ as a function. One bad event never spoils its batch: each becomes a
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import uuid
 from collections.abc import Callable
@@ -279,8 +280,10 @@ def _distinct_id(props: dict[str, Any], ctx: RequestContext, name: str) -> str:
     if raw is None:
         if ctx.endpoint.is_import:
             raise _Invalid(field, "distinct_id is missing")
-        if ctx.client_ip:
-            return "$ip:" + hashlib.sha256(ctx.client_ip.encode()).hexdigest()[:32]
+        given = props.get("ip")
+        address = given if isinstance(given, str) and _is_ip(given) else ctx.client_ip
+        if ctx.client_ip and address:  # spec §3: properties.ip overrides the peer
+            return "$ip:" + hashlib.sha256(address.encode()).hexdigest()[:32]
         return ""
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise _Invalid(field, "distinct_id must be a string")
@@ -327,6 +330,14 @@ def _generated_insert_id(
     # resending the same event is deduplicated (spec §7).
     content = orjson.dumps([name, distinct_id, time_ms, cleaned], option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(content, digest_size=16).hexdigest()
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _has_surrogates(text: str) -> bool:

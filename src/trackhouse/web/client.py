@@ -13,7 +13,7 @@ from trackhouse.errors import (
     RequestError,
     Unavailable,
 )
-from trackhouse.ingest.decode import as_list, decode_data, loads, parse_params
+from trackhouse.ingest.decode import RequestParams, as_list, decode_data, loads, parse_params
 from trackhouse.ingest.validate import Rejection
 from trackhouse.web import responses
 from trackhouse.web.http import Request, Response
@@ -36,6 +36,7 @@ async def client_endpoint(
         return responses.bad_callback(exc.message)
     except PayloadError as exc:
         return responses.track_reply(TrackMode(), ok=False, error=exc.message)
+    params: RequestParams | None = None
     try:
         body = (
             await read_body(request, settings.max_body_bytes) if request.method == "POST" else b""
@@ -64,6 +65,9 @@ async def client_endpoint(
         return reply
     except PayloadTooLarge as exc:
         # 413 (not 200): mixpanel-browser halves its batch on a 413 and retries.
+        # A raw JSON body (Go, Swift) gets the /import shape (spec §3).
+        if params is not None and params.json_body is not None:
+            return responses.import_error(413, exc.message)
         return responses.track_reply(mode, ok=False, error=exc.message, status=413)
     except RequestError as exc:
         # Undecodable payloads are answered 200 + failure, like Mixpanel: a browser

@@ -29,10 +29,14 @@ from trackhouse.web.services import Services
 
 async def handle_import(request: Request, services: Services) -> Response:
     settings = services.settings
-    strict_param = request.query.get("strict")
-    legacy = TrackMode(verbose=request.query.get("verbose") == "1")
-    strict = strict_param == "1" or (strict_param is None and not _looks_like_form(request, b""))
+    strict = True  # until the request says otherwise: errors get the envelope
+    legacy = TrackMode()
     try:
+        strict_param = request.query.get("strict")
+        legacy = TrackMode(verbose=request.query.get("verbose") == "1")
+        strict = strict_param == "1" or (
+            strict_param is None and not _looks_like_form(request, b"")
+        )
         project = authenticate(
             services.registry, request.headers.get("authorization"), request.query.get("project_id")
         )
@@ -76,6 +80,8 @@ def _looks_like_form(request: Request, body: bytes) -> bool:
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype == "application/x-www-form-urlencoded":
         return True
+    if ctype in ("application/json", "application/x-ndjson"):
+        return False
     if body.strip():
         return first_significant_byte(body) not in "[{"
     return "data" in request.query
