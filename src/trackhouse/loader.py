@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from trackhouse.errors import StorageError
 from trackhouse.journal import Journal, Position, read_range
@@ -33,7 +33,6 @@ class LoaderStats:
     last_lag_ms: int = 0
     errors: int = 0
     last_error: str | None = None
-    lags_ms: list[int] = field(default_factory=list)
 
 
 class Loader:
@@ -133,8 +132,6 @@ class Loader:
         if oldest_received is not None:
             lag = int(time.time() * 1000) - oldest_received
             self.stats.last_lag_ms = lag
-            self.stats.lags_ms.append(lag)
-            del self.stats.lags_ms[:-1000]
         with self._progress:
             self._position = checkpoint
             self._progress.notify_all()

@@ -105,20 +105,6 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
-    def public_dict(self) -> dict[str, Any]:
-        """Every setting with its value; secrets masked (for logs and /-/settings)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.metadata.get("secret") and value:
-                value = "********"
-            out[f.name] = str(value) if isinstance(value, Path) else value
-        return out
-
-
-def setting_help() -> dict[str, str]:
-    return {f.name: f.metadata["help"] for f in fields(Settings)}
-
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
     kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))

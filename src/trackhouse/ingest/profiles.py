@@ -13,9 +13,11 @@ import orjson
 
 from trackhouse.ingest.validate import (
     MAX_STRING,
+    Invalid,
     Rejection,
     TokenResolver,
     parse_time_ms,
+    project_for_token,
 )
 
 OPERATIONS = ("$set", "$set_once", "$add", "$union", "$append", "$remove", "$unset", "$delete")
@@ -40,12 +42,6 @@ class ProfileOutcome:
     rejections: list[Rejection]
 
 
-class _Invalid(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-
-
 def validate_updates(
     raw_updates: list[Any], *, group: bool, received_ms: int, resolve_token: TokenResolver
 ) -> ProfileOutcome:
@@ -53,7 +49,7 @@ def validate_updates(
     for index, raw in enumerate(raw_updates):
         try:
             outcome.updates.append(_normalize(raw, group, received_ms, resolve_token))
-        except _Invalid as bad:
+        except Invalid as bad:
             outcome.rejections.append(Rejection(index, None, bad.field, bad.message))
     return outcome
 
@@ -61,10 +57,10 @@ def validate_updates(
 def _identity(raw: dict[str, Any], key: str) -> str:
     value = raw.get(key)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _Invalid(key, f"{key}, missing or empty")
+        raise Invalid(key, f"{key}, missing or empty")
     text = value if isinstance(value, str) else str(value)
     if key != "$distinct_id" and not text:
-        raise _Invalid(key, f"{key}, missing or empty")
+        raise Invalid(key, f"{key}, missing or empty")
     return text[:MAX_STRING]
 
 
@@ -72,13 +68,8 @@ def _normalize(
     raw: Any, group: bool, received_ms: int, resolve_token: TokenResolver
 ) -> ProfileUpdate:
     if not isinstance(raw, dict):
-        raise _Invalid("update", "each update must be a JSON object")
-    token = raw.get("$token")
-    if not isinstance(token, str) or not token:
-        raise _Invalid("$token", "$token, missing or empty")
-    project_id = resolve_token(token)
-    if project_id is None:
-        raise _Invalid("$token", "$token, no project found")
+        raise Invalid("update", "each update must be a JSON object")
+    project_id = project_for_token(raw.get("$token"), "$token", "$token", resolve_token)
     if group:
         distinct_id = None
         group_key: str | None = _identity(raw, "$group_key")
@@ -89,7 +80,7 @@ def _normalize(
     operations = [op for op in OPERATIONS if op in raw]
     if len(operations) != 1:
         found = ", ".join(operations) or "none"
-        raise _Invalid(
+        raise Invalid(
             "operation", f"an update needs exactly one of {', '.join(OPERATIONS)} (found: {found})"
         )
     operation = operations[0]
@@ -99,14 +90,14 @@ def _normalize(
     if "$time" in raw:
         parsed = parse_time_ms(raw["$time"])
         if parsed is None:
-            raise _Invalid("$time", "$time must be seconds or milliseconds since the epoch")
+            raise Invalid("$time", "$time must be seconds or milliseconds since the epoch")
         time_ms = min(parsed, received_ms)
     modifiers = {k: v for k, v in raw.items() if k not in _IDENTITY_KEYS and k not in OPERATIONS}
     try:
         value_json = orjson.dumps(value).decode()
         modifiers_json = orjson.dumps(modifiers).decode()
     except TypeError:
-        raise _Invalid(operation, "string is not valid UTF-8") from None
+        raise Invalid(operation, "string is not valid UTF-8") from None
     return ProfileUpdate(
         project_id,
         "group" if group else "user",
@@ -125,15 +116,15 @@ def _check_value(operation: str, value: Any) -> None:
         return
     if operation == "$unset":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _Invalid(operation, "$unset takes a list of property names")
+            raise Invalid(operation, "$unset takes a list of property names")
         return
     if not isinstance(value, dict):
-        raise _Invalid(operation, f"{operation} takes an object of properties")
+        raise Invalid(operation, f"{operation} takes an object of properties")
     if operation == "$add":
         for name, amount in value.items():
             if isinstance(amount, bool) or not isinstance(amount, int | float):
-                raise _Invalid(f"$add.{name}", "$add takes numbers only")
+                raise Invalid(f"$add.{name}", "$add takes numbers only")
     if operation == "$union":
         for name, items in value.items():
             if not isinstance(items, list):
-                raise _Invalid(f"$union.{name}", "$union takes a list for each property")
+                raise Invalid(f"$union.{name}", "$union takes a list for each property")

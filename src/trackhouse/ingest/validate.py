@@ -118,7 +118,7 @@ class Outcome:
         return len(self.events) + self.ignored
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.message = message
@@ -134,7 +134,7 @@ def validate_events(
     for index, raw in enumerate(raw_events):
         try:
             event = _normalize(raw, ctx, resolve_token)
-        except _Invalid as bad:
+        except Invalid as bad:
             outcome.rejections.append(Rejection(index, _insert_id_of(raw), bad.field, bad.message))
             continue
         if event is None:
@@ -156,18 +156,18 @@ def _insert_id_of(raw: Any) -> str | None:
 
 def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> Event | None:
     if not isinstance(raw, dict):
-        raise _Invalid("event", "each event must be a JSON object")
+        raise Invalid("event", "each event must be a JSON object")
     name = raw.get("event")
     if not isinstance(name, str) or not name:
-        raise _Invalid("event", "event name must be a non-empty string")
+        raise Invalid("event", "event name must be a non-empty string")
     if _has_surrogates(name):
-        raise _Invalid("event", "event name is not valid UTF-8")
+        raise Invalid("event", "event name is not valid UTF-8")
     name = name[:MAX_STRING]
     props = raw.get("properties", {})
     if props is None:
         props = {}
     if not isinstance(props, dict):
-        raise _Invalid("properties", "properties must be a JSON object")
+        raise Invalid("properties", "properties must be a JSON object")
 
     if "$ignore" in props:
         return None
@@ -179,7 +179,7 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
 
     extra = {k: v for k, v in props.items() if k not in _COLUMN_PROPERTIES}
     if len(extra) >= MAX_PROPERTIES:
-        raise _Invalid(
+        raise Invalid(
             "properties",
             f"event has {len(extra)} properties; fewer than {MAX_PROPERTIES} are allowed",
         )
@@ -194,11 +194,11 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
             extra["$import"] = True
         properties_json = orjson.dumps(extra).decode()
     except TypeError:  # orjson refuses lone surrogates: a string that was not UTF-8
-        raise _Invalid(
+        raise Invalid(
             _find_bad_string(extra) or "properties", "string is not valid UTF-8"
         ) from None
     if len(properties_json) >= ctx.max_event_bytes:
-        raise _Invalid(
+        raise Invalid(
             "properties",
             f"event is {len(properties_json)} bytes of JSON; the limit is {ctx.max_event_bytes}",
         )
@@ -217,12 +217,16 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
 def _project_of(props: dict[str, Any], ctx: RequestContext, resolve_token: TokenResolver) -> int:
     if ctx.project_id is not None:  # /import: the credentials decided
         return ctx.project_id
-    token = props.get("token")
+    return project_for_token(props.get("token"), "token", "properties.token", resolve_token)
+
+
+def project_for_token(token: Any, name: str, field: str, resolve_token: TokenResolver) -> int:
+    """The project a token names, or Invalid with the spec's two messages."""
     if not isinstance(token, str) or not token:
-        raise _Invalid("properties.token", "token, missing or empty")
+        raise Invalid(field, f"{name}, missing or empty")
     project_id = resolve_token(token)
     if project_id is None:
-        raise _Invalid("properties.token", "token, no project found")
+        raise Invalid(field, f"{name}, no project found")
     return project_id
 
 
@@ -247,21 +251,21 @@ def _time_ms(props: dict[str, Any], ctx: RequestContext) -> int:
     raw = props.get("time", props.get("$time"))
     if raw is None:
         if ctx.endpoint is Endpoint.IMPORT_STRICT:
-            raise _Invalid("properties.time", "time is missing (required by strict /import)")
+            raise Invalid("properties.time", "time is missing (required by strict /import)")
         # /track, and legacy /import: mixpanel-python's merge() sends $merge with no time.
         return ctx.received_ms
     time_ms = parse_time_ms(raw)
     if time_ms is None:
-        raise _Invalid(field, "time must be a number of seconds or milliseconds since the epoch")
+        raise Invalid(field, "time must be a number of seconds or milliseconds since the epoch")
     if time_ms < MIN_TIME_MS:
-        raise _Invalid(field, "time is before 1971-01-01")
+        raise Invalid(field, "time is before 1971-01-01")
     if ctx.endpoint.is_import:
         if time_ms > ctx.received_ms + ctx.future_tolerance_ms:
-            raise _Invalid(field, "time is more than 1 hour in the future")
+            raise Invalid(field, "time is more than 1 hour in the future")
         return min(time_ms, ctx.received_ms)
     if time_ms < ctx.received_ms - ctx.track_max_age_ms:
         days = ctx.track_max_age_ms // 86_400_000
-        raise _Invalid(
+        raise Invalid(
             field, f"time is more than {days} days old; send historical events to /import"
         )
     return min(time_ms, ctx.received_ms)  # spec §3: a future time becomes the arrival time
@@ -279,19 +283,19 @@ def _distinct_id(props: dict[str, Any], ctx: RequestContext, name: str) -> str:
             raw = ids[0]
     if raw is None:
         if ctx.endpoint.is_import:
-            raise _Invalid(field, "distinct_id is missing")
+            raise Invalid(field, "distinct_id is missing")
         given = props.get("ip")
         address = given if isinstance(given, str) and _is_ip(given) else ctx.client_ip
         if ctx.client_ip and address:  # spec §3: properties.ip overrides the peer
             return "$ip:" + hashlib.sha256(address.encode()).hexdigest()[:32]
         return ""
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-        raise _Invalid(field, "distinct_id must be a string")
+        raise Invalid(field, "distinct_id must be a string")
     value = raw if isinstance(raw, str) else _number_text(raw)
     if _has_surrogates(value):
-        raise _Invalid(field, "distinct_id is not valid UTF-8")
+        raise Invalid(field, "distinct_id is not valid UTF-8")
     if ctx.endpoint.is_import and value.strip().lower() in PLACEHOLDER_IDS:
-        raise _Invalid(field, f"distinct_id {value!r} is a placeholder value, not an identity")
+        raise Invalid(field, f"distinct_id {value!r} is a placeholder value, not an identity")
     return value[:MAX_STRING]
 
 
@@ -305,17 +309,17 @@ def _given_insert_id(props: dict[str, Any], ctx: RequestContext) -> str | None:
     field = "properties.$insert_id"
     if "$insert_id" not in props:
         if ctx.endpoint is Endpoint.IMPORT_STRICT:
-            raise _Invalid(field, "$insert_id is missing (required by strict /import)")
+            raise Invalid(field, "$insert_id is missing (required by strict /import)")
         return None
     value = props["$insert_id"]
     if not isinstance(value, str) or not value:
-        raise _Invalid(field, "$insert_id must be a non-empty string")
+        raise Invalid(field, "$insert_id must be a non-empty string")
     if len(value.encode("utf-8", "surrogatepass")) > 36:
-        raise _Invalid(field, "$insert_id is longer than 36 bytes")
+        raise Invalid(field, "$insert_id is longer than 36 bytes")
     if not _INSERT_ID_CHARS.issuperset(value):
-        raise _Invalid(field, "$insert_id may contain only letters, digits and '-'")
+        raise Invalid(field, "$insert_id may contain only letters, digits and '-'")
     if value.lower() in PLACEHOLDER_IDS:
-        raise _Invalid(field, f"$insert_id {value!r} is a placeholder value")
+        raise Invalid(field, f"$insert_id {value!r} is a placeholder value")
     return value
 
 
@@ -362,21 +366,19 @@ def _clean_value(value: Any, depth: int, path: str, containers: int = 0) -> Any:
         return value[:MAX_STRING] if len(value) > MAX_STRING else value
     if kind is dict or kind is list:
         if containers >= MAX_CONTAINERS:
-            raise _Invalid(path, f"nested more than {MAX_CONTAINERS} containers deep")
+            raise Invalid(path, f"nested more than {MAX_CONTAINERS} containers deep")
         if len(value) >= MAX_COLLECTION:
             noun = "keys" if kind is dict else "elements"
-            raise _Invalid(
-                path, f"has {len(value)} {noun}; fewer than {MAX_COLLECTION} are allowed"
-            )
+            raise Invalid(path, f"has {len(value)} {noun}; fewer than {MAX_COLLECTION} are allowed")
         if kind is list:
             return [
                 _clean_value(v, depth, f"{path}[{i}]", containers + 1) for i, v in enumerate(value)
             ]
         if depth >= MAX_DEPTH:
-            raise _Invalid(path, f"objects nested more than {MAX_DEPTH} levels deep")
+            raise Invalid(path, f"objects nested more than {MAX_DEPTH} levels deep")
         return _clean_object(value, depth + 1, path, containers + 1)
     if kind is float and not math.isfinite(value):
-        raise _Invalid(path, "numbers must be finite")
+        raise Invalid(path, "numbers must be finite")
     return value
 
 

@@ -86,20 +86,10 @@ def scan(data: bytes, segment: int, start: int) -> tuple[list[Record], int]:
 
 
 def valid_length(path: Path) -> int:
-    """How many leading bytes of a segment file are whole, valid records."""
-    end = 0
-    with path.open("rb") as fh:
-        while True:
-            header = fh.read(HEADER_SIZE)
-            if len(header) < HEADER_SIZE:
-                return end
-            magic, length, crc = HEADER.unpack(header)
-            if magic != MAGIC or length > MAX_RECORD:
-                return end
-            payload = fh.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                return end
-            end += HEADER_SIZE + length
+    """How many leading bytes of a segment file are whole, valid records (read once,
+    at start-up, to cut a torn tail)."""
+    _, end = scan(path.read_bytes(), 0, 0)
+    return end
 
 
 def read_range(directory: Path, start: Position, end: Position, max_bytes: int) -> list[Record]:

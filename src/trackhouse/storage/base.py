@@ -89,6 +89,4 @@ class Store(Protocol):
     def export(self, query: ExportQuery) -> Iterator[list[ExportRow]]:
         """Matching events in time order, in chunks (never the whole result at once)."""
 
-    def count_events(self, project_id: int) -> int: ...
-
     def close(self) -> None: ...

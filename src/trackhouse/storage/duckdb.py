@@ -148,17 +148,6 @@ class DuckDBStore:
         finally:
             cursor.close()
 
-    def count_events(self, project_id: int) -> int:
-        try:
-            row = _one(
-                self._cursor().execute(
-                    "SELECT count(*) FROM events WHERE project_id = ?", [project_id]
-                )
-            )
-        except duckdb.Error as exc:
-            raise StorageError(f"count failed: {exc}") from exc
-        return int(row[0]) if row else 0
-
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self._con.cursor()
 
