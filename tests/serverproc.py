@@ -7,6 +7,7 @@ bounded. Nothing here mocks any part of trackhouse.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,78 @@ def export(
     with urllib.request.urlopen(request, timeout=60) as reply:
         body = reply.read()
     return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def start_with_project(
+    data_dir: Path,
+    *,
+    token: str,
+    secret: str,
+    project_id: int | None = None,
+    service_account: tuple[str, str] | None = None,
+) -> Server:
+    """Create a project (and optionally a service account) with the CLI, then start."""
+    create = ["projects", "create", "test", "--token", token, "--secret", secret]
+    if project_id is not None:
+        create += ["--id", str(project_id)]
+    created = cli(data_dir, *create)
+    if service_account is not None:
+        username, account_secret = service_account
+        cli(
+            data_dir,
+            "service-accounts",
+            "create",
+            "--project",
+            str(created["id"]),
+            "--username",
+            username,
+            "--secret",
+            account_secret,
+        )
+    return Server(data_dir).start()
+
+
+REQUEST_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+    @property
+    def content_type(self) -> str:
+        return self.header("content-type")
+
+
+def request(
+    server: Server,
+    method: str,
+    path: str,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """One request on its own connection; a hang fails on the socket timeout, and no
+    reply may be a 5xx (clients retry those forever). An iterable body goes chunked."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=REQUEST_TIMEOUT)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        reply = Reply(
+            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        )
+    finally:
+        conn.close()
+    assert reply.status < 500, (method, path, reply)
+    return reply
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

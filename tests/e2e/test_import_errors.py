@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import gzip
-import http.client
-import json
 import time
 import urllib.parse
 import uuid
@@ -22,14 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.serverproc import Server, basic, cli, export
+from tests.serverproc import Reply, Server, basic, cli, dumps, export, request
 
 pytestmark = pytest.mark.e2e
 
 T1, S1 = "tok-import-errors-one", "sec-import-errors-one"
 T2, S2 = "tok-import-errors-two", "sec-import-errors-two"
 MAX_BODY = 10 * 1024 * 1024
-TIMEOUT = 30.0
 PARTIAL_ERROR = "some data points in the request failed validation"
 RATE_LIMITED = "Project exceeded rate limits. Please retry the request with exponential backoff."
 UNAUTHORIZED = {"code": 401, "error": "Invalid credentials", "status": "Unauthorized"}
@@ -82,20 +79,6 @@ class Env:
     p2: int
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     data_dir = tmp_path_factory.mktemp("import-errors") / "data"
@@ -110,30 +93,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def request(
-    server: Server,
-    method: str,
-    path: str,
-    body: bytes | Iterable[bytes] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Reply:
-    """One request on a fresh connection; a hang fails on the socket timeout, a 5xx
-    fails at once.
-
-    An iterable body goes out chunked (no Content-Length), as http.client does."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        reply = Reply(
-            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        )
-    finally:
-        conn.close()
-    assert reply.status < 500, (method, path, reply)  # never a 5xx for a client's mistake
-    return reply
-
-
 def post_import(
     env: Env,
     body: bytes | Iterable[bytes],
@@ -148,10 +107,6 @@ def post_import(
         headers["Authorization"] = auth
     path = "/import" + (f"?{query}" if query else "")
     return request(env.server, "POST", path, body, headers)
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def new_tag() -> str:

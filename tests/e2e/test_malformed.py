@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import gzip
-import http.client
-import json
 import socket
 import time
 import urllib.parse
@@ -25,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.serverproc import Server, cli, export
+from tests.serverproc import Reply, Server, cli, dumps, export, request
 
 pytestmark = pytest.mark.e2e
 
@@ -43,45 +41,6 @@ class Env:
     marker_insert_id: str
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def header(self, name: str) -> str:
-        return self.headers.get(name.lower(), "")
-
-    @property
-    def content_type(self) -> str:
-        return self.header("content-type")
-
-
-def request(
-    server: Server,
-    method: str,
-    path: str,
-    body: bytes | Iterable[bytes] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Reply:
-    """One request on its own connection; a hang fails on the socket timeout, and no
-    reply may be a 5xx (clients retry those forever)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        reply = Reply(
-            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        )
-    finally:
-        conn.close()
-    assert reply.status < 500, (method, path, reply)
-    return reply
-
-
 def track(
     server: Server,
     body: bytes | Iterable[bytes] | None = None,
@@ -97,10 +56,6 @@ def track(
         all_headers["Content-Type"] = content_type
     target = path + (f"?{query}" if query else "")
     return request(server, method, target, body, all_headers)
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def b64(value: Any) -> str:

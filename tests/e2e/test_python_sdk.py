@@ -13,7 +13,7 @@ from pathlib import Path
 import mixpanel
 import pytest
 
-from tests.serverproc import Server, cli, export
+from tests.serverproc import Server, export, start_with_project
 
 TOKEN, SECRET, PROJECT_ID = "sdk-token-1", "sdk-secret-1", 4242
 SA_USER, SA_SECRET = "sa-sdk.trackhouse-service-account", "sa-sdk-secret"
@@ -21,31 +21,13 @@ SA_USER, SA_SECRET = "sa-sdk.trackhouse-service-account", "sa-sdk-secret"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    data_dir = tmp_path / "data"
-    cli(
-        data_dir,
-        "projects",
-        "create",
-        "sdk",
-        "--id",
-        str(PROJECT_ID),
-        "--token",
-        TOKEN,
-        "--secret",
-        SECRET,
+    server = start_with_project(
+        tmp_path / "data",
+        project_id=PROJECT_ID,
+        token=TOKEN,
+        secret=SECRET,
+        service_account=(SA_USER, SA_SECRET),
     )
-    cli(
-        data_dir,
-        "service-accounts",
-        "create",
-        "--project",
-        str(PROJECT_ID),
-        "--username",
-        SA_USER,
-        "--secret",
-        SA_SECRET,
-    )
-    server = Server(data_dir).start()
     yield server
     server.kill()
 

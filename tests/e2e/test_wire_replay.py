@@ -9,18 +9,18 @@ stays base64, JSON stays JSON, and Node's raw, unescaped base64 body stays raw.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.serverproc import Server, cli, export
+from tests.serverproc import Server, export, request, start_with_project
 
 WIRE = Path(__file__).resolve().parents[3] / "shared" / "spec" / "wire"
 CAPTURED_AT = 1795323200  # every capture was made before this second (2026-11-22)
@@ -137,13 +137,8 @@ def sent_events(capture: Capture) -> list[dict[str, Any]]:
 
 def send(server: Server, capture: Capture, delta_s: int) -> tuple[int, str]:
     target, body = prepared(capture, delta_s)
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request(capture.method, target, body=body or None, headers=capture.headers)
-        reply = conn.getresponse()
-        return reply.status, reply.read().decode()
-    finally:
-        conn.close()
+    reply = request(server, capture.method, target, body or None, capture.headers)
+    return reply.status, reply.body.decode()
 
 
 def sdk_accepts(capture: Capture, status: int, body: str) -> bool:
@@ -179,32 +174,14 @@ def _stored_key(event: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @pytest.fixture
-def wire_server(tmp_path: Path) -> Any:
-    data_dir = tmp_path / "data"
-    cli(
-        data_dir,
-        "projects",
-        "create",
-        "wire",
-        "--id",
-        str(PROJECT_ID),
-        "--token",
-        TOKEN,
-        "--secret",
-        SECRET,
+def wire_server(tmp_path: Path) -> Iterator[Server]:
+    server = start_with_project(
+        tmp_path / "data",
+        project_id=PROJECT_ID,
+        token=TOKEN,
+        secret=SECRET,
+        service_account=("sa-user.mp-service-account", "sa-secret"),
     )
-    cli(
-        data_dir,
-        "service-accounts",
-        "create",
-        "--project",
-        str(PROJECT_ID),
-        "--username",
-        "sa-user.mp-service-account",
-        "--secret",
-        "sa-secret",
-    )
-    server = Server(data_dir).start()
     yield server
     server.kill()
 
@@ -308,10 +285,6 @@ def test_browser_replies_carry_cors_for_the_exact_origin(wire_server: Server) ->
         c for c in captures() if c.client.startswith("mixpanel-browser") and c.method == "POST"
     )
     target, body = prepared(capture, int(time.time()) - CAPTURED_AT)
-    conn = http.client.HTTPConnection("127.0.0.1", wire_server.port, timeout=30)
-    conn.request("POST", target, body=body, headers=capture.headers)
-    reply = conn.getresponse()
-    reply.read()
-    conn.close()
-    assert reply.getheader("Access-Control-Allow-Origin") == capture.headers["Origin"]
-    assert reply.getheader("Access-Control-Allow-Credentials") == "true"
+    reply = request(wire_server, "POST", target, body, capture.headers)
+    assert reply.header("Access-Control-Allow-Origin") == capture.headers["Origin"]
+    assert reply.header("Access-Control-Allow-Credentials") == "true"
