@@ -221,3 +221,42 @@ def request(
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def send_updates(server: Server, updates: list[dict[str, Any]], *, group: bool = False) -> Reply:
+    """POST profile updates to /engage (or /groups) as the SDKs do: form data=JSON."""
+    body = urllib.parse.urlencode({"data": json.dumps(updates), "verbose": "1"}).encode()
+    reply = request(
+        server,
+        "POST",
+        "/groups" if group else "/engage",
+        body,
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert reply.status == 200, reply
+    return reply
+
+
+def query_profiles(server: Server, secret: str, **params: str) -> Reply:
+    """POST /api/2.0/engage with a form body, authenticated with the project secret."""
+    body = urllib.parse.urlencode(params).encode()
+    headers = {"Authorization": basic(secret), "Content-Type": "application/x-www-form-urlencoded"}
+    return request(server, "POST", "/api/2.0/engage", body, headers)
+
+
+def profile(
+    server: Server, secret: str, distinct_id: str, *, group_key: str | None = None
+) -> dict[str, Any] | None:
+    """One profile's properties read back through /api/2.0/engage, or None."""
+    params = {"distinct_id": distinct_id}
+    if group_key is not None:
+        params["data_group_id"] = group_key
+    reply = query_profiles(server, secret, **params)
+    assert reply.status == 200, reply
+    results = reply.json()["results"]
+    assert len(results) <= 1, results
+    if not results:
+        return None
+    assert results[0]["$distinct_id"] == distinct_id
+    props: dict[str, Any] = results[0]["$properties"]
+    return props

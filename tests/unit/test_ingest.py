@@ -179,6 +179,7 @@ def test_profile_updates() -> None:
         group=False,
         received_ms=NOW_MS,
         resolve_token=resolve,
+        max_update_bytes=1 << 20,
     )
     assert len(out.updates) == 1
     assert orjson.loads(out.updates[0].modifiers_json) == {"$ip": "1.2.3.4"}

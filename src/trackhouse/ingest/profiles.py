@@ -12,10 +12,12 @@ from typing import Any, NamedTuple
 import orjson
 
 from trackhouse.ingest.validate import (
+    MAX_COLLECTION,
     MAX_STRING,
     Invalid,
     Rejection,
     TokenResolver,
+    clean_object,
     parse_time_ms,
     project_for_token,
 )
@@ -43,12 +45,23 @@ class ProfileOutcome:
 
 
 def validate_updates(
-    raw_updates: list[Any], *, group: bool, received_ms: int, resolve_token: TokenResolver
+    raw_updates: list[Any],
+    *,
+    group: bool,
+    received_ms: int,
+    resolve_token: TokenResolver,
+    max_update_bytes: int,
 ) -> ProfileOutcome:
     outcome = ProfileOutcome([], [])
     for index, raw in enumerate(raw_updates):
         try:
-            outcome.updates.append(_normalize(raw, group, received_ms, resolve_token))
+            update = _normalize(raw, group, received_ms, resolve_token)
+            size = len(update.value_json) + len(update.modifiers_json)
+            if size >= max_update_bytes:
+                raise Invalid(
+                    "update", f"update is {size} bytes of JSON; the limit is {max_update_bytes}"
+                )
+            outcome.updates.append(update)
         except Invalid as bad:
             outcome.rejections.append(Rejection(index, None, bad.field, bad.message))
     return outcome
@@ -59,7 +72,7 @@ def _identity(raw: dict[str, Any], key: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise Invalid(key, f"{key}, missing or empty")
     text = value if isinstance(value, str) else str(value)
-    if key != "$distinct_id" and not text:
+    if not text:
         raise Invalid(key, f"{key}, missing or empty")
     return text[:MAX_STRING]
 
@@ -84,8 +97,7 @@ def _normalize(
             "operation", f"an update needs exactly one of {', '.join(OPERATIONS)} (found: {found})"
         )
     operation = operations[0]
-    value = raw[operation]
-    _check_value(operation, value)
+    value = _checked_value(operation, raw[operation])
     time_ms = received_ms
     if "$time" in raw:
         parsed = parse_time_ms(raw["$time"])
@@ -93,6 +105,7 @@ def _normalize(
             raise Invalid("$time", "$time must be seconds or milliseconds since the epoch")
         time_ms = min(parsed, received_ms)
     modifiers = {k: v for k, v in raw.items() if k not in _IDENTITY_KEYS and k not in OPERATIONS}
+    modifiers = clean_object(modifiers, 0, "update")
     try:
         value_json = orjson.dumps(value).decode()
         modifiers_json = orjson.dumps(modifiers).decode()
@@ -111,15 +124,20 @@ def _normalize(
     )
 
 
-def _check_value(operation: str, value: Any) -> None:
+def _checked_value(operation: str, value: Any) -> Any:
+    """The operation's value, within §6's limits (long strings truncated), or Invalid."""
     if operation == "$delete":
-        return
+        return None  # the SDKs send "" or null; the value means nothing
     if operation == "$unset":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise Invalid(operation, "$unset takes a list of property names")
-        return
+        if len(value) >= MAX_COLLECTION:
+            raise Invalid(operation, f"$unset names fewer than {MAX_COLLECTION} properties")
+        return [name[:MAX_STRING] for name in value]
     if not isinstance(value, dict):
         raise Invalid(operation, f"{operation} takes an object of properties")
+    if len(value) >= MAX_COLLECTION:
+        raise Invalid(operation, f"{operation} names fewer than {MAX_COLLECTION} properties")
     if operation == "$add":
         for name, amount in value.items():
             if isinstance(amount, bool) or not isinstance(amount, int | float):
@@ -128,3 +146,4 @@ def _check_value(operation: str, value: Any) -> None:
         for name, items in value.items():
             if not isinstance(items, list):
                 raise Invalid(f"$union.{name}", "$union takes a list for each property")
+    return clean_object(value, 0, operation)

@@ -183,7 +183,7 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
             "properties",
             f"event has {len(extra)} properties; fewer than {MAX_PROPERTIES} are allowed",
         )
-    extra = _clean_object(extra, 0, "properties")
+    extra = clean_object(extra, 0, "properties")
     try:
         if insert_id is None:
             insert_id = _generated_insert_id(name, distinct_id, time_ms, extra, props)
@@ -376,15 +376,13 @@ def _clean_value(value: Any, depth: int, path: str, containers: int = 0) -> Any:
             ]
         if depth >= MAX_DEPTH:
             raise Invalid(path, f"objects nested more than {MAX_DEPTH} levels deep")
-        return _clean_object(value, depth + 1, path, containers + 1)
+        return clean_object(value, depth + 1, path, containers + 1)
     if kind is float and not math.isfinite(value):
         raise Invalid(path, "numbers must be finite")
     return value
 
 
-def _clean_object(
-    obj: dict[str, Any], depth: int, path: str, containers: int = 0
-) -> dict[str, Any]:
+def clean_object(obj: dict[str, Any], depth: int, path: str, containers: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in obj.items():
         name = key[:MAX_STRING] if len(key) > MAX_STRING else key

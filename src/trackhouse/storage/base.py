@@ -8,6 +8,11 @@ may call the read methods from any thread.
 Deduplication (spec §7) is the store's job: a row whose key
 (project, event, distinct_id, time to the second, $insert_id) is already stored is not
 stored again, however long ago the first copy arrived.
+
+Profile updates are the store's job too: it keeps them, and folds each one into its
+profile with :func:`trackhouse.ingest.profile_ops.apply_update`, in journal order, in
+the same transaction as the checkpoint. An update at a position the checkpoint has
+passed is never applied again, so a replay after a crash cannot double an ``$add``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from trackhouse.journal.segments import Position
+from trackhouse.query.where import Expr
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,25 @@ class ExportRow:
     properties: str  # JSON object text
 
 
+USERS = ""  # the group_key of user profiles
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileQuery:
+    """Profiles of one project: users (group_key ``""``) or one group key's groups."""
+
+    project_id: int
+    group_key: str = USERS
+    ids: Sequence[str] | None = None  # only these distinct_ids / group_ids
+    where: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    profile_id: str  # $distinct_id, or $group_id
+    properties: str  # JSON object text
+
+
 class Store(Protocol):
     def checkpoint(self) -> Position | None:
         """Where in the journal the last stored batch ended; None for a new store."""
@@ -88,5 +113,13 @@ class Store(Protocol):
 
     def export(self, query: ExportQuery) -> Iterator[list[ExportRow]]:
         """Matching events in time order, in chunks (never the whole result at once)."""
+
+    def count_profiles(self, query: ProfileQuery) -> int: ...
+
+    def profiles(
+        self, query: ProfileQuery, *, after: str | None = None, offset: int = 0, limit: int | None
+    ) -> Iterator[list[ProfileRow]]:
+        """Matching profiles ordered by id, from the first id greater than ``after``
+        (skipping ``offset`` more), in chunks."""
 
     def close(self) -> None: ...

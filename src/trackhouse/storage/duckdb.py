@@ -16,11 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from trackhouse.errors import StorageError
+from trackhouse.ingest.profile_ops import Profile, apply_update
 from trackhouse.journal.segments import Position
-from trackhouse.storage.base import EventBatch, ExportQuery, ExportRow, UpdateBatch
+from trackhouse.storage.base import (
+    EventBatch,
+    ExportQuery,
+    ExportRow,
+    ProfileQuery,
+    ProfileRow,
+    UpdateBatch,
+)
+from trackhouse.storage.duckdb_where import compile_where
 
 EXPORT_CHUNK_ROWS = 5000
 
@@ -91,12 +101,9 @@ class DuckDBStore:
 
     def checkpoint(self) -> Position | None:
         try:
-            row = _one(
-                self._cursor().execute('SELECT segment, "offset" FROM load_checkpoint WHERE id = 1')
-            )
+            return _load_checkpoint(self._cursor())
         except duckdb.Error as exc:
             raise StorageError(f"cannot read the load checkpoint: {exc}") from exc
-        return None if row is None else Position(int(row[0]), int(row[1]))
 
     def write_batch(self, events: EventBatch, updates: UpdateBatch, checkpoint: Position) -> int:
         event_table = _table(events, _SCHEMA) if len(events) else None
@@ -108,10 +115,12 @@ class DuckDBStore:
                 added = 0
                 if event_table is not None:
                     before = _count(con)
-                    _insert_from(con, "batch", event_table, _INSERT)
+                    _execute_with(con, "batch", event_table, _INSERT)
                     added = _count(con) - before
                 if update_table is not None:
-                    _insert_from(con, "updates", update_table, _INSERT_UPDATES)
+                    applied = _load_checkpoint(con)
+                    _execute_with(con, "updates", update_table, _INSERT_UPDATES)
+                    _apply_updates(con, _fresh_updates(updates, applied))
                 con.execute(
                     "INSERT OR REPLACE INTO load_checkpoint VALUES (1, ?, ?)",
                     [checkpoint.segment, checkpoint.offset],
@@ -148,6 +157,36 @@ class DuckDBStore:
         finally:
             cursor.close()
 
+    def count_profiles(self, query: ProfileQuery) -> int:
+        where, params = _profile_filter(query)
+        try:
+            # `where` is fixed SQL from _profile_filter; user values are in `params`.
+            sql = f"SELECT count(*) FROM profiles WHERE {where}"  # noqa: S608
+            row = _one(self._cursor().execute(sql, params))
+        except duckdb.Error as exc:
+            raise StorageError(f"profile query failed: {exc}") from exc
+        return int(row[0]) if row else 0
+
+    def profiles(
+        self, query: ProfileQuery, *, after: str | None = None, offset: int = 0, limit: int | None
+    ) -> Iterator[list[ProfileRow]]:
+        where, params = _profile_filter(query)
+        sql = f"SELECT profile_id, properties FROM profiles WHERE {where}"  # noqa: S608
+        if after is not None:
+            sql += " AND profile_id > ?"
+            params.append(after)
+        sql += " ORDER BY profile_id LIMIT ? OFFSET ?"
+        params += [limit, offset]
+        cursor = self._cursor()
+        try:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(EXPORT_CHUNK_ROWS):
+                yield [ProfileRow(r[0], r[1]) for r in rows]
+        except duckdb.Error as exc:
+            raise StorageError(f"profile query failed: {exc}") from exc
+        finally:
+            cursor.close()
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self._con.cursor()
 
@@ -165,12 +204,145 @@ def _table(batch: EventBatch | UpdateBatch, schema: pa.Schema) -> pa.Table:
     )
 
 
-def _insert_from(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:
+def _execute_with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:
     con.register(name, table)
     try:
         con.execute(sql)
     finally:
         con.unregister(name)
+
+
+def _load_checkpoint(con: duckdb.DuckDBPyConnection) -> Position | None:
+    row = _one(con.execute('SELECT segment, "offset" FROM load_checkpoint WHERE id = 1'))
+    return None if row is None else Position(int(row[0]), int(row[1]))
+
+
+def _profile_filter(query: ProfileQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause (fixed SQL) and its parameters for a profile query."""
+    sql = ["project_id = ? AND group_key = ?"]
+    params: list[Any] = [query.project_id, query.group_key]
+    if query.ids is not None:
+        sql.append("list_contains(?, profile_id)")
+        params.append(list(query.ids))
+    if query.where is not None:
+        compiled = compile_where(query.where, "properties")
+        sql.append(compiled.sql)
+        params += compiled.params
+    return " AND ".join(sql), params
+
+
+# ---- profiles: folding updates ------------------------------------------------------
+
+# One update to apply: project_id, group_key ("" for users), profile id, operation,
+# value JSON, modifiers JSON, time in ms.
+_Update = tuple[int, str, str, str, str, str, int]
+_Key = tuple[int, str, str]
+
+_PROFILE_KEYS = pa.schema(
+    [("project_id", pa.int32()), ("group_key", pa.string()), ("profile_id", pa.string())]
+)
+_PROFILE_ROWS = pa.schema(
+    [
+        ("project_id", pa.int32()),
+        ("group_key", pa.string()),
+        ("profile_id", pa.string()),
+        ("properties", pa.string()),
+        ("updated_ms", pa.int64()),
+    ]
+)
+
+
+def _fresh_updates(batch: UpdateBatch, applied: Position | None) -> list[_Update]:
+    """The batch's updates the store has not applied yet: those at or after the
+    checkpoint (a record before it was loaded, and applied, by an earlier batch)."""
+    fresh = []
+    for i in range(len(batch)):
+        if applied is not None and Position(batch.segment[i], batch.offset[i]) < applied:
+            continue
+        group_key = batch.group_key[i]
+        profile_id = batch.group_id[i] if group_key is not None else batch.distinct_id[i]
+        fresh.append(
+            (
+                batch.project_id[i],
+                group_key or "",
+                profile_id or "",
+                batch.operation[i],
+                batch.value[i],
+                batch.modifiers[i],
+                batch.time_ms[i],
+            )
+        )
+    return fresh
+
+
+def _apply_updates(con: duckdb.DuckDBPyConnection, updates: list[_Update]) -> None:
+    """Fold updates, in order, into the profiles they name (inside the caller's
+    transaction): read those profiles, apply, write back or delete."""
+    if not updates:
+        return
+    keys = list(dict.fromkeys((u[0], u[1], u[2]) for u in updates))
+    con.register("profile_keys", _columns(_PROFILE_KEYS, list(zip(*keys, strict=True))))
+    try:
+        stored = con.execute(
+            "SELECT p.project_id, p.group_key, p.profile_id, p.properties FROM profiles p "
+            "JOIN profile_keys k USING (project_id, group_key, profile_id)"
+        ).fetchall()
+    finally:
+        con.unregister("profile_keys")
+    existing = {(r[0], r[1], r[2]): r[3] for r in stored}
+    state: dict[_Key, Profile | None] = {}
+    updated_ms: dict[_Key, int] = {}
+    for project_id, group_key, profile_id, operation, value, modifiers, time_ms in updates:
+        key = (project_id, group_key, profile_id)
+        if key in state:
+            current = state[key]
+        else:
+            text = existing.get(key)
+            current = orjson.loads(text) if text is not None else None
+        state[key] = apply_update(
+            current, operation, orjson.loads(value), orjson.loads(modifiers), time_ms
+        )
+        updated_ms[key] = time_ms
+    gone = [key for key, props in state.items() if props is None and key in existing]
+    kept = [
+        (*key, orjson.dumps(props).decode(), updated_ms[key])
+        for key, props in state.items()
+        if props is not None
+    ]
+    if gone:
+        _execute_with(
+            con,
+            "gone",
+            _columns(_PROFILE_KEYS, list(zip(*gone, strict=True))),
+            "DELETE FROM profiles USING gone WHERE profiles.project_id = gone.project_id "
+            "AND profiles.group_key = gone.group_key AND profiles.profile_id = gone.profile_id",
+        )
+    if kept:
+        _execute_with(
+            con,
+            "kept",
+            _columns(_PROFILE_ROWS, list(zip(*kept, strict=True))),
+            "INSERT OR REPLACE INTO profiles SELECT project_id, group_key, profile_id, "
+            "properties, epoch_ms(updated_ms) FROM kept",
+        )
+
+
+def _fold_all_updates(con: duckdb.DuckDBPyConnection) -> None:
+    """Build profiles from every stored update (migration 3, for stores that kept
+    updates before profiles existed)."""
+    cursor = con.execute(
+        "SELECT project_id, coalesce(group_key, ''), coalesce(group_id, distinct_id, ''), "
+        "operation, value, modifiers, epoch_ms(time) FROM profile_updates "
+        "ORDER BY journal_segment, journal_offset, seq"
+    )
+    _apply_updates(con, cursor.fetchall())
+
+
+def _columns(schema: pa.Schema, columns: list[tuple[Any, ...]]) -> pa.Table:
+    return pa.Table.from_arrays(
+        [pa.array(list(values), f.type) for f, values in zip(schema, columns, strict=True)],
+        schema=schema,
+    )
 
 
 def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
@@ -189,6 +361,9 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):
         con.execute("ROLLBACK")
 
+
+# Steps SQL cannot do, run in the same transaction as the numbered migration.
+_AFTER_MIGRATION = {3: _fold_all_updates}
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -210,6 +385,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
         con.execute("BEGIN")
         try:
             con.execute(entry.read_text())
+            if version in _AFTER_MIGRATION:
+                _AFTER_MIGRATION[version](con)
             con.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, entry.name]
             )

@@ -29,13 +29,15 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def authenticate(registry: Registry, header: str | None, project_id_param: str | None) -> Project:
+def authenticate(
+    registry: Registry, header: str | None, project_id_param: str | None, *, allow_token: bool
+) -> Project:
     """The project the credentials give access to, or Unauthorized.
 
     - project API secret as the user name, empty password;
     - service account ``user:secret``, with ``project_id`` (the account's project);
-    - the project token, only where the project allows it (off by default: tokens are
-      public, shipped inside every app).
+    - for /import only (``allow_token``), the project token where the project allows it
+      (off by default). Never for reading: tokens are public, shipped inside every app.
     """
     registry.refresh()
     credentials = basic_credentials(header)
@@ -57,7 +59,8 @@ def authenticate(registry: Registry, header: str | None, project_id_param: str |
         project = registry.by_secret(user)
         if project is None:
             by_token = registry.by_token(user)
-            project = by_token if by_token is not None and by_token.allow_token_import else None
+            allowed = allow_token and by_token is not None and by_token.allow_token_import
+            project = by_token if allowed else None
         if project is not None and wanted is not None and wanted != project.id:
             raise Unauthorized(INVALID)  # another project's secret
     if project is None:

@@ -76,8 +76,12 @@ async def client_endpoint(
 
 
 def outcome_reply(
-    mode: TrackMode, accepted: int, rejections: Sequence[Rejection], total: int
+    mode: TrackMode,
+    accepted: int,
+    rejections: Sequence[Rejection],
+    total: int,
+    noun: str = "events",
 ) -> Response:
     """Success if anything was accepted; the verbose error names what was not."""
-    error = responses.summarize_rejections(rejections, total) if rejections else None
+    error = responses.summarize_rejections(rejections, total, noun) if rejections else None
     return responses.track_reply(mode, ok=accepted > 0, error=error)

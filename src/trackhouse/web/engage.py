@@ -1,7 +1,7 @@
 """/engage and /groups (spec §5): profile updates, authenticated by their $token.
 
-Updates are journaled like events (acknowledged only once durable) and loaded, in
-arrival order, into the store's update log.
+Updates are journaled like events (acknowledged only once durable); the loader hands
+them to the store in journal order, which folds them into profiles (spec §5).
 """
 
 from __future__ import annotations
@@ -42,11 +42,15 @@ async def _ingest(
 ) -> Response:
     received_ms = int(time.time() * 1000)
     outcome = validate_updates(
-        raw, group=group, received_ms=received_ms, resolve_token=services.token_resolver()
+        raw,
+        group=group,
+        received_ms=received_ms,
+        resolve_token=services.token_resolver(),
+        max_update_bytes=services.settings.max_event_bytes,
     )
     services.take_rate(Counter(update.project_id for update in outcome.updates))
     if outcome.updates:
         await services.journal.append_and_sync(
             encode_updates(outcome.updates, received_ms=received_ms)
         )
-    return outcome_reply(mode, len(outcome.updates), outcome.rejections, len(raw))
+    return outcome_reply(mode, len(outcome.updates), outcome.rejections, len(raw), "updates")

@@ -20,7 +20,10 @@ async def handle_export(request: Request, services: Services, send: Send) -> Res
     """Stream the export itself (returns None), or return an error reply."""
     try:
         project = authenticate(
-            services.registry, request.headers.get("authorization"), request.query.get("project_id")
+            services.registry,
+            request.headers.get("authorization"),
+            request.query.get("project_id"),
+            allow_token=False,
         )
         export = parse_export_params(project.id, request.query)
     except Unauthorized:

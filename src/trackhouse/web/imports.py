@@ -38,7 +38,10 @@ async def handle_import(request: Request, services: Services) -> Response:
             strict_param is None and not _looks_like_form(request, b"")
         )
         project = authenticate(
-            services.registry, request.headers.get("authorization"), request.query.get("project_id")
+            services.registry,
+            request.headers.get("authorization"),
+            request.query.get("project_id"),
+            allow_token=True,
         )
         body = (
             await read_body(request, settings.max_body_bytes) if request.method == "POST" else b""

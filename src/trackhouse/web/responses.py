@@ -81,12 +81,15 @@ def bad_callback(message: str) -> Response:
     return Response(400, message.encode(), PLAIN)
 
 
-def summarize_rejections(rejections: Sequence[Rejection], total: int) -> str:
-    """The verbose error text: how many events were not stored, and the first reason."""
+def summarize_rejections(rejections: Sequence[Rejection], total: int, noun: str = "events") -> str:
+    """The verbose error text: how many events (or updates) were not stored, and the
+    first reason."""
     first = rejections[0]
-    where = f"event {first.index}" + (f" ($insert_id {first.insert_id})" if first.insert_id else "")
+    where = f"{noun[:-1]} {first.index}" + (
+        f" ($insert_id {first.insert_id})" if first.insert_id else ""
+    )
     return (
-        f"{len(rejections)} of {total} events were not stored; first: {where}: "
+        f"{len(rejections)} of {total} {noun} were not stored; first: {where}: "
         f"{first.field}: {first.message}"
     )
 
@@ -138,6 +141,11 @@ def unauthorized() -> Response:
 def plain_error(status: int, message: str, *, headers: Sequence[tuple[str, str]] = ()) -> Response:
     """Export errors (spec §8: a plain-text reason) and unknown paths or methods."""
     return Response(status, message.encode(), PLAIN, list(headers))
+
+
+def query_error(status: int, message: str) -> Response:
+    """Errors of the JSON query APIs (/api/2.0/engage), in Mixpanel's shape."""
+    return Response(status, orjson.dumps({"error": message, "status": "error"}), JSON)
 
 
 def json_reply(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from trackhouse.journal import Journal
 from trackhouse.loader import Loader
 from trackhouse.projects import Registry
+from trackhouse.query.profiles import ProfileSessions
 from trackhouse.ratelimit import RateLimiter
 from trackhouse.settings import Settings
 from trackhouse.storage.duckdb import DuckDBStore
@@ -24,6 +25,7 @@ class Services:
     journal: Journal
     loader: Loader
     limiter: RateLimiter
+    profile_sessions: ProfileSessions
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -51,7 +53,7 @@ class Services:
             batch_events=settings.loader_batch_events,
             idle_ms=settings.loader_idle_ms,
         )
-        return cls(settings, registry, store, journal, loader, RateLimiter())
+        return cls(settings, registry, store, journal, loader, RateLimiter(), ProfileSessions())
 
     def token_resolver(self) -> Callable[[str], int | None]:
         """Token → project id for one request (registry changes seen at its start)."""

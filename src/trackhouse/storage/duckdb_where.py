@@ -1,0 +1,95 @@
+"""A parsed ``where`` (query/where.py) as a DuckDB boolean expression over JSON text.
+
+Only fixed fragments are written here; property paths (as JSON pointers) and values
+are bound parameters. Every test is wrapped in COALESCE(..., FALSE) so a missing
+property is plainly false, never SQL's NULL, and ``not`` means what users expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from trackhouse.query.where import And, Compare, Contains, Defined, Expr, Member, Not, Or, Value
+
+_NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE')"
+_SQL_OPS = {"==": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
+
+
+@dataclass(slots=True)
+class SqlFilter:
+    sql: str
+    params: list[Any] = field(default_factory=list)
+
+
+def compile_where(expr: Expr, column: str) -> SqlFilter:
+    """``column`` is SQL written by trackhouse, never user input."""
+    params: list[Any] = []
+    sql = _Compiler(column, params).compile(expr)
+    return SqlFilter(sql, params)
+
+
+def json_pointer(path: tuple[str, ...]) -> str:
+    return "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in path)
+
+
+class _Compiler:
+    def __init__(self, column: str, params: list[Any]) -> None:
+        self.column = column
+        self.params = params
+
+    def compile(self, expr: Expr) -> str:
+        if isinstance(expr, And | Or):
+            joiner = " AND " if isinstance(expr, And) else " OR "
+            return "(" + joiner.join(self.compile(item) for item in expr.items) + ")"
+        if isinstance(expr, Not):
+            return f"(NOT {self.compile(expr.inner)})"
+        if isinstance(expr, Defined):
+            return f"COALESCE({self._type(expr.path)} <> 'NULL', FALSE)"
+        if isinstance(expr, Compare):
+            return self._compare(expr.path, expr.op, expr.value)
+        if isinstance(expr, Member):
+            if not expr.values:
+                return "FALSE"
+            return "(" + " OR ".join(self._compare(expr.path, "==", v) for v in expr.values) + ")"
+        return self._contains(expr)
+
+    def _type(self, path: tuple[str, ...]) -> str:
+        self.params.append(json_pointer(path))
+        return f"json_type({self.column}, ?)"
+
+    def _text(self, path: tuple[str, ...]) -> str:
+        self.params.append(json_pointer(path))
+        return f"json_extract_string({self.column}, ?)"
+
+    def _compare(self, path: tuple[str, ...], op: str, value: Value) -> str:
+        kind = self._type(path)
+        if value is None:
+            return f"COALESCE({kind}, 'NULL') = 'NULL'"
+        if isinstance(value, bool):
+            test = f"{kind} = 'BOOLEAN' AND {self._text(path)} = ?"
+            self.params.append("true" if value else "false")
+        elif isinstance(value, str):
+            test = f"{kind} = 'VARCHAR' AND {self._text(path)} {_SQL_OPS[op]} ?"
+            self.params.append(value)
+        else:
+            number = f"TRY_CAST({self._text(path)} AS DOUBLE)"
+            test = f"{kind} IN {_NUMBER_TYPES} AND {number} {_SQL_OPS[op]} ?"
+            self.params.append(float(value))
+        return f"COALESCE({test}, FALSE)"
+
+    def _contains(self, expr: Contains) -> str:
+        kind = self._type(expr.path)
+        self.params.append(json_pointer(expr.path))
+        self.params.append(orjson.dumps(expr.value).decode())
+        in_list = (
+            f"WHEN 'ARRAY' THEN list_contains("
+            f"CAST(json_extract({self.column}, ?) AS JSON[]), CAST(? AS JSON))"
+        )
+        in_string = ""
+        if isinstance(expr.value, str):
+            in_string = f" WHEN 'VARCHAR' THEN contains({self._text(expr.path)}, ?)"
+            self.params.append(expr.value)
+        return f"COALESCE(CASE {kind} {in_list}{in_string} ELSE FALSE END, FALSE)"
