@@ -1,0 +1,97 @@
+"""Where the reading commands get their data: the running server, or the data dir.
+
+With a server running on the data directory, the store belongs to its process, so the
+command asks the server over HTTP (with the project's secret). Otherwise it opens the
+data directory itself, first loading whatever the journal still holds, so nothing
+acknowledged is missing from what it prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from trackhouse.errors import ProjectError, TrackhouseError
+from trackhouse.journal import Journal
+from trackhouse.loader import Loader
+from trackhouse.projects import Project, Registry
+from trackhouse.settings import Settings
+from trackhouse.storage.duckdb import DuckDBStore
+
+
+def find_project(settings: Settings, project_id: int) -> Project:
+    registry = Registry(settings.registry_path)
+    try:
+        project = registry.get(project_id)
+    finally:
+        registry.close()
+    if project is None:
+        raise ProjectError(f"no project with id {project_id}")
+    return project
+
+
+def running_server_url(settings: Settings) -> str | None:
+    try:
+        info = json.loads(settings.server_file.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(info["url"])
+
+
+@contextmanager
+def _server_reply(url: str, path: str, secret: str, params: dict[str, str]) -> Iterator[BinaryIO]:
+    query = urllib.parse.urlencode(params)
+    request = urllib.request.Request(f"{url}{path}?{query}")  # noqa: S310 - our own server
+    token = base64.b64encode(f"{secret}:".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:  # noqa: S310
+            yield reply
+    except urllib.error.HTTPError as exc:
+        raise TrackhouseError(
+            f"the server refused the request: {exc.read().decode(errors='replace')}"
+        ) from exc
+    except urllib.error.URLError as exc:
+        raise TrackhouseError(f"cannot reach the server at {url}: {exc.reason}") from exc
+
+
+def copy_from_server(
+    url: str, path: str, secret: str, params: dict[str, str], out: BinaryIO
+) -> None:
+    """Stream a reply body (an export) to ``out``."""
+    with _server_reply(url, path, secret, params) as reply:
+        while chunk := reply.read(1 << 16):
+            out.write(chunk)
+
+
+def json_from_server(url: str, path: str, secret: str, params: dict[str, str]) -> Any:
+    with _server_reply(url, path, secret, params) as reply:
+        return json.loads(reply.read())
+
+
+@contextmanager
+def loaded_store(settings: Settings) -> Iterator[DuckDBStore]:
+    """The data directory's store with the journal's backlog loaded into it."""
+    store = DuckDBStore(settings.store_path)
+    try:
+        checkpoint = store.checkpoint()
+        journal = Journal(
+            settings.journal_dir,
+            fsync=True,
+            first_segment=(checkpoint.segment + 1) if checkpoint else 1,
+        )
+        try:
+            Loader(journal, store, batch_events=settings.loader_batch_events, idle_ms=50).catch_up()
+        finally:
+            journal.close()
+        yield store
+    finally:
+        store.close()
