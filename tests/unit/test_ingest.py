@@ -170,7 +170,14 @@ def test_invalid_utf8_names_the_property() -> None:
 def test_profile_updates() -> None:
     out = validate_updates(
         [
-            {"$token": "tok", "$distinct_id": "u", "$set": {"a": 1}, "$ip": "1.2.3.4"},
+            {
+                "$token": "tok",
+                "$distinct_id": "u",
+                "$set": {"a": 1},
+                "$ip": "1.2.3.4",
+                "$ignore_time": True,
+                "$device_id": "d",
+            },
             {"$token": "tok", "$distinct_id": "u", "$set": {}, "$add": {"n": 1}},
             {"$token": "tok", "$distinct_id": "u", "$add": {"n": "x"}},
             {"$token": "tok", "$distinct_id": "u", "$unset": "a"},
@@ -182,7 +189,8 @@ def test_profile_updates() -> None:
         max_update_bytes=1 << 20,
     )
     assert len(out.updates) == 1
-    assert orjson.loads(out.updates[0].modifiers_json) == {"$ip": "1.2.3.4"}
+    # Only what changes the result is kept: no address, no SDK bookkeeping.
+    assert orjson.loads(out.updates[0].modifiers_json) == {"$ignore_time": True}
     assert [r.field for r in out.rejections] == ["operation", "$add.n", "$unset", "$token"]
 
 

@@ -23,7 +23,11 @@ from trackhouse.ingest.validate import (
 )
 
 OPERATIONS = ("$set", "$set_once", "$add", "$union", "$append", "$remove", "$unset", "$delete")
-_IDENTITY_KEYS = ("$token", "$distinct_id", "$group_key", "$group_id")
+# The modifiers that change what an update does; they are kept with it. $ip,
+# $latitude and $longitude only feed geolocation, which trackhouse does not do, so they
+# are dropped rather than stored (an address is personal data); so are the SDKs' other
+# top-level keys ($device_id, $user_id ...).
+KEPT_MODIFIERS = ("$time", "$ignore_time", "$ignore_alias")
 
 
 class ProfileUpdate(NamedTuple):
@@ -34,7 +38,7 @@ class ProfileUpdate(NamedTuple):
     group_id: str | None
     operation: str
     value_json: str
-    modifiers_json: str  # $ip, $time, $ignore_time, ... and any other top-level keys
+    modifiers_json: str  # the KEPT_MODIFIERS the update carried
     time_ms: int
 
 
@@ -104,8 +108,7 @@ def _normalize(
         if parsed is None:
             raise Invalid("$time", "$time must be seconds or milliseconds since the epoch")
         time_ms = min(parsed, received_ms)
-    modifiers = {k: v for k, v in raw.items() if k not in _IDENTITY_KEYS and k not in OPERATIONS}
-    modifiers = clean_object(modifiers, 0, "update")
+    modifiers = clean_object({k: raw[k] for k in KEPT_MODIFIERS if k in raw}, 0, "update")
     try:
         value_json = orjson.dumps(value).decode()
         modifiers_json = orjson.dumps(modifiers).decode()
