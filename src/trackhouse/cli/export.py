@@ -23,6 +23,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--from", required=True, dest="from_date", metavar="YYYY-MM-DD")
     parser.add_argument("--to", required=True, dest="to_date", metavar="YYYY-MM-DD")
     parser.add_argument("--event", action="append", help="only this event name (repeatable)")
+    parser.add_argument("--where", help='a filter, e.g. properties["plan"] == "pro"')
     parser.add_argument("--limit", type=int)
     parser.add_argument("--time-in-ms", action="store_true", help="time in ms, not seconds")
     parser.add_argument("--output", "-o", help="write to this file instead of stdout")
@@ -34,6 +35,8 @@ def _params(args: argparse.Namespace) -> dict[str, str]:
     params = {"from_date": args.from_date, "to_date": args.to_date}
     if args.event:
         params["event"] = json.dumps(args.event)
+    if args.where:
+        params["where"] = args.where
     if args.limit is not None:
         params["limit"] = str(args.limit)
     if args.time_in_ms:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from trackhouse.errors import PayloadError
+from trackhouse.query.where import parse_where
 from trackhouse.storage.base import ExportQuery, ExportRow, Store
 
 MAX_LIMIT = 100_000
@@ -53,8 +54,7 @@ def parse_export_params(project_id: int, params: Mapping[str, str]) -> ExportReq
         if not isinstance(parsed, list) or not all(isinstance(e, str) for e in parsed):
             raise PayloadError('event must be a JSON array of names, e.g. ["Signed up"]')
         events = parsed
-    if params.get("where"):
-        raise PayloadError("where is not supported yet; filter with event=[...] for now")
+    where = parse_where(params["where"]) if params.get("where") else None
     limit = None
     if params.get("limit"):
         try:
@@ -70,6 +70,7 @@ def parse_export_params(project_id: int, params: Mapping[str, str]) -> ExportReq
         _midnight_ms(end + dt.timedelta(days=1)),
         events,
         limit,
+        where,
     )
     return ExportRequest(query, time_in_ms)
 

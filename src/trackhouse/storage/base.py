@@ -73,6 +73,7 @@ class ExportQuery:
     to_ms: int  # exclusive
     events: Sequence[str] | None = None
     limit: int | None = None
+    where: Expr | None = None  # properties["time"] is in seconds, as export prints it
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,16 @@ from trackhouse.storage.base import (
     ProfileRow,
     UpdateBatch,
 )
-from trackhouse.storage.duckdb_where import compile_where
+from trackhouse.storage.duckdb_where import Column, compile_where
 
 EXPORT_CHUNK_ROWS = 5000
+
+# Event properties kept in columns, not in the properties JSON (for `where`).
+_EVENT_COLUMNS = {
+    "distinct_id": Column("distinct_id", "string"),
+    "$insert_id": Column("insert_id", "string"),
+    "time": Column("(epoch_ms(time) / 1000.0)", "number"),
+}
 
 # The deduplication key of spec §7, computed by DuckDB (vectorised, off the GIL).
 # Length prefixes keep ("ab","c") and ("a","bc") apart.
@@ -140,6 +147,10 @@ class DuckDBStore:
         if query.events is not None:
             sql.append("AND list_contains(?, event)")
             params.append(list(query.events))
+        if query.where is not None:
+            compiled = compile_where(query.where, "properties", _EVENT_COLUMNS)
+            sql.append(f"AND {compiled.sql}")
+            params += compiled.params
         sql.append("ORDER BY time, insert_id")
         if query.limit is not None:
             sql.append("LIMIT ?")

@@ -7,8 +7,9 @@ property is plainly false, never SQL's NULL, and ``not`` means what users expect
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -24,10 +25,22 @@ class SqlFilter:
     params: list[Any] = field(default_factory=list)
 
 
-def compile_where(expr: Expr, column: str) -> SqlFilter:
-    """``column`` is SQL written by trackhouse, never user input."""
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A property kept in its own column rather than in the JSON (an event's
+    distinct_id, time and $insert_id): its SQL, never NULL, and its type."""
+
+    sql: str
+    kind: Literal["string", "number"]
+
+
+def compile_where(
+    expr: Expr, column: str, columns: Mapping[str, Column] | None = None
+) -> SqlFilter:
+    """``column`` (the JSON text) and ``columns`` are SQL written by trackhouse, never
+    user input."""
     params: list[Any] = []
-    sql = _Compiler(column, params).compile(expr)
+    sql = _Compiler(column, columns or {}, params).compile(expr)
     return SqlFilter(sql, params)
 
 
@@ -36,8 +49,9 @@ def json_pointer(path: tuple[str, ...]) -> str:
 
 
 class _Compiler:
-    def __init__(self, column: str, params: list[Any]) -> None:
+    def __init__(self, column: str, columns: Mapping[str, Column], params: list[Any]) -> None:
         self.column = column
+        self.columns = columns
         self.params = params
 
     def compile(self, expr: Expr) -> str:
@@ -46,6 +60,9 @@ class _Compiler:
             return "(" + joiner.join(self.compile(item) for item in expr.items) + ")"
         if isinstance(expr, Not):
             return f"(NOT {self.compile(expr.inner)})"
+        own = self.columns.get(expr.path[0]) if len(expr.path) == 1 else None
+        if own is not None:
+            return self._on_column(expr, own)
         if isinstance(expr, Defined):
             return f"COALESCE({self._type(expr.path)} <> 'NULL', FALSE)"
         if isinstance(expr, Compare):
@@ -55,6 +72,32 @@ class _Compiler:
                 return "FALSE"
             return "(" + " OR ".join(self._compare(expr.path, "==", v) for v in expr.values) + ")"
         return self._contains(expr)
+
+    def _on_column(self, expr: Compare | Member | Contains | Defined, column: Column) -> str:
+        """The same tests on a typed, never-null column: a value of the other type, or
+        null, simply does not match."""
+        if isinstance(expr, Defined):
+            return "TRUE"
+        if isinstance(expr, Member):
+            tests = [self._column_compare(column, "==", v) for v in expr.values]
+            return "(" + " OR ".join(tests) + ")" if tests else "FALSE"
+        if isinstance(expr, Compare):
+            return self._column_compare(column, expr.op, expr.value)
+        if column.kind != "string" or not isinstance(expr.value, str):
+            return "FALSE"
+        self.params.append(expr.value)
+        return f"contains({column.sql}, ?)"
+
+    def _column_compare(self, column: Column, op: str, value: Value) -> str:
+        if isinstance(value, bool) or value is None:
+            return "FALSE"
+        if column.kind == "string" and isinstance(value, str):
+            self.params.append(value)
+        elif column.kind == "number" and not isinstance(value, str):
+            self.params.append(float(value))
+        else:
+            return "FALSE"
+        return f"({column.sql} {_SQL_OPS[op]} ?)"
 
     def _type(self, path: tuple[str, ...]) -> str:
         self.params.append(json_pointer(path))
