@@ -82,6 +82,10 @@ class Settings:
         "Per-project ingestion limit in events per second for projects without their own "
         "(0: unlimited).",
     )
+    sql_timeout_ms: int = _setting(
+        10_000, "Read-only SQL queries (/api/sql, trackhouse query) are stopped after this."
+    )
+    sql_max_rows: int = _setting(10_000, "Most rows a read-only SQL query returns.")
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
 
     # -- derived paths -------------------------------------------------------------
@@ -138,7 +142,14 @@ def _validate(settings: Settings) -> Settings:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError as exc:
             raise ConfigError(f"setting trusted_proxies: {proxy!r} is not an IP or CIDR") from exc
-    for name in ("port", "max_events_per_request", "max_body_bytes", "max_event_bytes"):
+    for name in (
+        "port",
+        "max_events_per_request",
+        "max_body_bytes",
+        "max_event_bytes",
+        "sql_timeout_ms",
+        "sql_max_rows",
+    ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name}: must be positive")
     if settings.log_level not in {"debug", "info", "warning", "error"}:

@@ -56,11 +56,19 @@ def _server_reply(url: str, path: str, secret: str, params: dict[str, str]) -> I
         with urllib.request.urlopen(request, timeout=60) as reply:  # noqa: S310
             yield reply
     except urllib.error.HTTPError as exc:
-        raise TrackhouseError(
-            f"the server refused the request: {exc.read().decode(errors='replace')}"
-        ) from exc
+        raise TrackhouseError(_reason(exc.read())) from exc
     except urllib.error.URLError as exc:
         raise TrackhouseError(f"cannot reach the server at {url}: {exc.reason}") from exc
+
+
+def _reason(body: bytes) -> str:
+    """The server's error text: the JSON APIs' "error" field, or the plain-text body."""
+    text = body.decode(errors="replace").strip()
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return str(error) if error else text
 
 
 def copy_from_server(

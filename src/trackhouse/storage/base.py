@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from trackhouse.journal.segments import Position
 from trackhouse.query.where import Expr
@@ -104,6 +104,14 @@ class ProfileRow:
     properties: str  # JSON object text
 
 
+@dataclass(frozen=True, slots=True)
+class SqlResult:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool  # more rows than max_rows matched
+
+
 class Store(Protocol):
     def checkpoint(self) -> Position | None:
         """Where in the journal the last stored batch ended; None for a new store."""
@@ -122,5 +130,10 @@ class Store(Protocol):
     ) -> Iterator[list[ProfileRow]]:
         """Matching profiles ordered by id, from the first id greater than ``after``
         (skipping ``offset`` more), in chunks."""
+
+    def run_sql(self, project_id: int, sql: str, *, max_rows: int, timeout_s: float) -> SqlResult:
+        """One read-only SELECT over the project's own ``events``, ``profiles`` and
+        ``group_profiles``; anything else (another project's rows, writes, files) is
+        refused with SqlRefused, and so is a query running past ``timeout_s``."""
 
     def close(self) -> None: ...

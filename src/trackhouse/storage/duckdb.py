@@ -28,8 +28,10 @@ from trackhouse.storage.base import (
     ExportRow,
     ProfileQuery,
     ProfileRow,
+    SqlResult,
     UpdateBatch,
 )
+from trackhouse.storage.duckdb_sql import run_readonly
 from trackhouse.storage.duckdb_where import Column, compile_where
 
 EXPORT_CHUNK_ROWS = 5000
@@ -99,9 +101,14 @@ class DuckDBStore:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         try:
-            self._con = duckdb.connect(str(path), read_only=read_only)
+            # No files, network or ATTACH from SQL: the store never needs them, and the
+            # read-only SQL endpoint must not have them (storage/duckdb_sql.py).
+            self._con = duckdb.connect(
+                str(path), read_only=read_only, config={"enable_external_access": False}
+            )
             if not read_only:
                 migrate(self._con)
+            self._catalog = str(_one(self._con.execute("SELECT current_database()"))[0])  # type: ignore[index]
         except duckdb.Error as exc:
             raise StorageError(f"cannot open the store {path}: {exc}") from exc
         self._write_lock = threading.Lock()
@@ -197,6 +204,11 @@ class DuckDBStore:
             raise StorageError(f"profile query failed: {exc}") from exc
         finally:
             cursor.close()
+
+    def run_sql(self, project_id: int, sql: str, *, max_rows: int, timeout_s: float) -> SqlResult:
+        return run_readonly(
+            self._con, self._catalog, project_id, sql, max_rows=max_rows, timeout_s=timeout_s
+        )
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self._con.cursor()

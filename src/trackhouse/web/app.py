@@ -23,6 +23,7 @@ from trackhouse.web.http import Receive, Request, Response, Scope, Send
 from trackhouse.web.imports import handle_import
 from trackhouse.web.profiles import handle_profile_query
 from trackhouse.web.services import Services
+from trackhouse.web.sql import handle_sql
 from trackhouse.web.track import handle_track
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ ROUTES: dict[str, Route] = {
     "/groups": Route(handle_groups, _TRACK_METHODS),
     "/api/2.0/export": Route(None, frozenset({"GET"})),
     "/api/2.0/engage": Route(handle_profile_query, frozenset({"GET", "POST"}), cors=False),
+    "/api/sql": Route(handle_sql, frozenset({"GET", "POST"}), cors=False),
     "/export": Route(None, frozenset({"GET"})),
     "/decide": Route(system.handle_decide, _TRACK_METHODS),
     "/flags": Route(system.handle_flags, _TRACK_METHODS),
