@@ -20,6 +20,7 @@ import orjson
 Profile = dict[str, Any]
 
 LAST_SEEN = "$last_seen"
+_ONLY_TAKE_AWAY = ("$unset", "$remove")
 
 
 def apply_update(
@@ -28,6 +29,8 @@ def apply_update(
     """The profile after one update; None means the profile does not exist (deleted)."""
     if operation == "$delete":
         return None
+    if profile is None and operation in _ONLY_TAKE_AWAY:
+        return None  # nothing to take from: no profile holding only $last_seen
     props: Profile = dict(profile) if profile is not None else {}
     _OPERATIONS[operation](props, value)
     if not _truthy(modifiers.get("$ignore_time")):
@@ -68,7 +71,10 @@ def _add(props: Profile, value: dict[str, Any]) -> None:
     for name, amount in value.items():
         current = props.get(name, 0)
         if _is_number(current):
-            props[name] = current + amount
+            total = current + amount
+            if isinstance(total, int) and not -(2**63) <= total < 2**63:
+                total = float(total)  # past 64 bits, a double (as Mixpanel keeps numbers)
+            props[name] = total
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -14,6 +14,7 @@ import orjson
 from trackhouse.ingest.validate import (
     MAX_COLLECTION,
     MAX_STRING,
+    MIN_TIME_MS,
     Invalid,
     Rejection,
     TokenResolver,
@@ -107,6 +108,8 @@ def _normalize(
         parsed = parse_time_ms(raw["$time"])
         if parsed is None:
             raise Invalid("$time", "$time must be seconds or milliseconds since the epoch")
+        if parsed < MIN_TIME_MS:
+            raise Invalid("$time", "$time is before 1971-01-01")
         time_ms = min(parsed, received_ms)
     modifiers = clean_object({k: raw[k] for k in KEPT_MODIFIERS if k in raw}, 0, "update")
     try:

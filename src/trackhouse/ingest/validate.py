@@ -23,6 +23,7 @@ MAX_PROPERTIES = 255  # "< 255 properties": 254 is the most allowed
 MAX_COLLECTION = 255  # nested object keys and array elements: fewer than this
 MAX_DEPTH = 3  # object levels below the properties object
 MAX_CONTAINERS = 8  # any nesting of objects and arrays
+_INT_MIN, _INT_MAX = -(2**63), 2**64  # what orjson (and the store) keep as integers
 MIN_TIME_MS = 31_536_000_000  # 1971-01-01T00:00:00Z
 MS_THRESHOLD = 100_000_000_000  # spec Decision: values >= 1e11 are milliseconds
 
@@ -379,7 +380,18 @@ def _clean_value(value: Any, depth: int, path: str, containers: int = 0) -> Any:
         return clean_object(value, depth + 1, path, containers + 1)
     if kind is float and not math.isfinite(value):
         raise Invalid(path, "numbers must be finite")
+    if kind is int and not _INT_MIN <= value < _INT_MAX:
+        return _wide_int(value, path)
     return value
+
+
+def _wide_int(value: int, path: str) -> float:
+    """An integer JSON cannot keep in 64 bits becomes a double, as Mixpanel stores
+    every number; past a double's range it is refused."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise Invalid(path, "number is too large") from None
 
 
 def clean_object(obj: dict[str, Any], depth: int, path: str, containers: int = 0) -> dict[str, Any]:
@@ -389,7 +401,9 @@ def clean_object(obj: dict[str, Any], depth: int, path: str, containers: int = 0
         kind = type(value)
         if kind is str:
             out[name] = value[:MAX_STRING] if len(value) > MAX_STRING else value
-        elif kind is int or kind is bool or value is None:
+        elif kind is int:
+            out[name] = value if _INT_MIN <= value < _INT_MAX else _wide_int(value, path)
+        elif kind is bool or value is None:
             out[name] = value
         else:
             out[name] = _clean_value(value, depth, f"{path}.{name}", containers)

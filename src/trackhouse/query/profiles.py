@@ -75,7 +75,9 @@ def parse_profile_params(project_id: int, params: Mapping[str, str]) -> ProfileR
         if params.get(name):
             raise PayloadError(f"{name} is not supported by trackhouse; filter with where")
     ids = _json_names(params, "distinct_ids")
-    if params.get("distinct_id"):
+    if "distinct_id" in params:
+        if not params["distinct_id"]:
+            raise PayloadError("distinct_id is empty; leave it out to query every profile")
         ids = [*(ids or []), params["distinct_id"]]
     if ids is not None and len(ids) > MAX_IDS:
         raise PayloadError(f"at most {MAX_IDS} distinct_ids per query")
@@ -109,10 +111,11 @@ class ProfileSessions:
     """Paging sessions, in memory, bounded in number and age."""
 
     def __init__(self) -> None:
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        # Keyed by project too: a session id never pages through another project.
+        self._sessions: OrderedDict[tuple[int, str], _Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _get(self, session_id: str) -> _Session | None:
+    def _get(self, key: tuple[int, str]) -> _Session | None:
         with self._lock:
             now = time.monotonic()
             while self._sessions:
@@ -120,18 +123,19 @@ class ProfileSessions:
                 if now - oldest.created < SESSION_TTL_S:
                     break
                 self._sessions.popitem(last=False)
-            return self._sessions.get(session_id)
+            return self._sessions.get(key)
 
-    def _put(self, session_id: str, session: _Session) -> None:
+    def _put(self, key: tuple[int, str], session: _Session) -> None:
         with self._lock:
-            self._sessions[session_id] = session
+            self._sessions[key] = session
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
 
     def page(self, store: Store, request: ProfileRequest) -> dict[str, Any]:
         """One page of the reply Mixpanel gives (runs queries: call off the event loop)."""
+        project_id = request.query.project_id
         session_id = request.session_id
-        session = self._get(session_id) if session_id else None
+        session = self._get((project_id, session_id)) if session_id else None
         # Later pages may repeat the query's parameters or leave them out; a different
         # query under the same session would page through neither, so it is refused.
         if session is not None and _names_a_query(request) and session.query != request.query:
@@ -141,7 +145,7 @@ class ProfileSessions:
                 request.query, request.page_size, store.count_profiles(request.query), time.time()
             )
             session_id = session_id or secrets.token_hex(16)
-            self._put(session_id, session)
+            self._put((project_id, session_id), session)
         rows = _fetch(store, session, request.page)
         if len(rows) == session.page_size:
             session.last_ids[request.page] = rows[-1].profile_id

@@ -200,13 +200,18 @@ def _unquote(token: _Token) -> str:
             i += 2
         else:
             raise WhereError(f"where: unknown escape \\{escape} in the string at {token.at}")
-    return "".join(out)
+    text = "".join(out)
+    try:
+        # \ud83d\ude00 is one character written as a surrogate pair, as in JSON.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise WhereError(f"where: the string at {token.at} has a lone surrogate escape") from None
 
 
 def _number(text: str) -> int | float:
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    number = float(text)
+    if re.fullmatch(r"-?\d{1,20}", text) and -(2**63) <= (whole := int(text)) < 2**64:
+        return whole  # JSON integers stored are 64-bit; larger ones are compared as floats
+    number = float(text)  # any length: Python's float() has no digit limit
     if not math.isfinite(number):
         raise WhereError(f"where: {text} is not a finite number")
     return number

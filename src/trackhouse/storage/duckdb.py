@@ -11,7 +11,7 @@ import contextlib
 import importlib.resources
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,8 @@ class DuckDBStore:
             )
             if not read_only:
                 migrate(self._con)
-            self._catalog = str(_one(self._con.execute("SELECT current_database()"))[0])  # type: ignore[index]
+            row = _one(self._con.execute("SELECT current_database()"))
+            self._catalog = str(row[0]) if row else "memory"
         except duckdb.Error as exc:
             raise StorageError(f"cannot open the store {path}: {exc}") from exc
         self._write_lock = threading.Lock()
@@ -140,7 +141,9 @@ class DuckDBStore:
                     [checkpoint.segment, checkpoint.offset],
                 )
                 con.execute("COMMIT")
-            except duckdb.Error as exc:
+            except Exception as exc:
+                # Whatever failed, end the transaction: left open, it would make every
+                # later batch fail ("cannot start a transaction within a transaction").
                 _rollback(con)
                 raise StorageError(f"cannot write to the store: {exc}") from exc
         return added
@@ -222,9 +225,7 @@ class DuckDBStore:
 
 
 def _table(batch: EventBatch | UpdateBatch, schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_arrays(
-        [pa.array(getattr(batch, f.name), f.type) for f in schema], schema=schema
-    )
+    return _columns(schema, [getattr(batch, f.name) for f in schema])
 
 
 def _execute_with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:
@@ -361,9 +362,10 @@ def _fold_all_updates(con: duckdb.DuckDBPyConnection) -> None:
     _apply_updates(con, cursor.fetchall())
 
 
-def _columns(schema: pa.Schema, columns: list[tuple[Any, ...]]) -> pa.Table:
+def _columns(schema: pa.Schema, columns: Sequence[Sequence[Any]]) -> pa.Table:
+    """An Arrow table of ``schema`` from one sequence of values per field."""
     return pa.Table.from_arrays(
-        [pa.array(list(values), f.type) for f, values in zip(schema, columns, strict=True)],
+        [pa.array(values, f.type) for f, values in zip(schema, columns, strict=True)],
         schema=schema,
     )
 

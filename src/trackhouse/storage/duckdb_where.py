@@ -7,11 +7,9 @@ property is plainly false, never SQL's NULL, and ``not`` means what users expect
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import orjson
 
 from trackhouse.query.where import And, Compare, Contains, Defined, Expr, Member, Not, Or, Value
 
@@ -109,27 +107,33 @@ class _Compiler:
 
     def _compare(self, path: tuple[str, ...], op: str, value: Value) -> str:
         kind = self._type(path)
+        return self._value_test(kind, lambda: self._text(path), op, value)
+
+    def _value_test(self, kind: str, text: Callable[[], str], op: str, value: Value) -> str:
+        """``kind`` is SQL already written (its parameters added); ``text`` writes the
+        value's text when called, so parameters stay in the order of the SQL."""
         if value is None:
             return f"COALESCE({kind}, 'NULL') = 'NULL'"
         if isinstance(value, bool):
-            test = f"{kind} = 'BOOLEAN' AND {self._text(path)} = ?"
+            test = f"{kind} = 'BOOLEAN' AND {text()} = ?"
             self.params.append("true" if value else "false")
         elif isinstance(value, str):
-            test = f"{kind} = 'VARCHAR' AND {self._text(path)} {_SQL_OPS[op]} ?"
+            test = f"{kind} = 'VARCHAR' AND {text()} {_SQL_OPS[op]} ?"
             self.params.append(value)
         else:
-            number = f"TRY_CAST({self._text(path)} AS DOUBLE)"
-            test = f"{kind} IN {_NUMBER_TYPES} AND {number} {_SQL_OPS[op]} ?"
+            test = f"{kind} IN {_NUMBER_TYPES} AND TRY_CAST({text()} AS DOUBLE) {_SQL_OPS[op]} ?"
             self.params.append(float(value))
         return f"COALESCE({test}, FALSE)"
 
     def _contains(self, expr: Contains) -> str:
         kind = self._type(expr.path)
         self.params.append(json_pointer(expr.path))
-        self.params.append(orjson.dumps(expr.value).decode())
+        # Each element of the list compared as == compares (7 matches 7.0, null
+        # matches null), not by its JSON text.
+        element = self._value_test("json_type(_e)", lambda: "(_e ->> '$')", "==", expr.value)
         in_list = (
-            f"WHEN 'ARRAY' THEN list_contains("
-            f"CAST(json_extract({self.column}, ?) AS JSON[]), CAST(? AS JSON))"
+            f"WHEN 'ARRAY' THEN len(list_filter("
+            f"json_extract(json_extract({self.column}, ?), '$[*]'), lambda _e: {element})) > 0"
         )
         in_string = ""
         if isinstance(expr.value, str):
