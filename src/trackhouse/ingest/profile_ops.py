@@ -12,6 +12,7 @@ append will be ignored"); the rest of the update still applies.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,8 @@ def _add(props: Profile, value: dict[str, Any]) -> None:
             total = current + amount
             if isinstance(total, int) and not -(2**63) <= total < 2**63:
                 total = float(total)  # past 64 bits, a double (as Mixpanel keeps numbers)
+            if isinstance(total, float) and not math.isfinite(total):
+                continue  # past a double's range: JSON has no infinity; leave it as it was
             props[name] = total
 
 
