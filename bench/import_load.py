@@ -114,7 +114,7 @@ def run(clients: int, requests: int, events: int, fsync: bool) -> dict[str, floa
             server.wait_loaded(timeout=120)
             lag = time.perf_counter() - acked
             status = json.loads(urllib.request.urlopen(server.url + "/-/status").read())
-            rss_mb = _rss_mb(server)
+            rss_mb = peak_rss_mb(server)
         finally:
             server.stop()
     latencies.sort()
@@ -132,7 +132,7 @@ def run(clients: int, requests: int, events: int, fsync: bool) -> dict[str, floa
     }
 
 
-def _rss_mb(server: Server) -> float:
+def peak_rss_mb(server: Server) -> float:
     if server.process is None:
         return 0.0
     try:
