@@ -40,7 +40,8 @@ EXPORT_CHUNK_ROWS = 5000
 _EVENT_COLUMNS = {
     "distinct_id": Column("distinct_id", "string"),
     "$insert_id": Column("insert_id", "string"),
-    "time": Column("(epoch_ms(time) / 1000.0)", "number"),
+    # Whole seconds, as export prints it (a filter on a printed time must find it).
+    "time": Column("(epoch_ms(time) // 1000)", "number"),
 }
 
 # The deduplication key of spec §7, computed by DuckDB (vectorised, off the GIL).

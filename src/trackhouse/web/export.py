@@ -35,7 +35,7 @@ async def handle_export(request: Request, services: Services, send: Send) -> Res
     try:
         first = await asyncio.to_thread(next, lines, _DONE)
     except StorageError as exc:
-        return responses.plain_error(500, f"export failed: {exc}")
+        return responses.plain_error(500, str(exc))  # already says "export failed: ..."
 
     gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
     headers = [(b"content-type", b"text/plain; charset=utf-8")]
