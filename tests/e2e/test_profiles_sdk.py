@@ -15,7 +15,6 @@ clock around the request, or exactly where the update carries its own ``$time``.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
@@ -27,13 +26,15 @@ from typing import Any
 import mixpanel
 import pytest
 
-from tests.e2e.test_wire_replay import WIRE, Capture
 from tests.serverproc import Server, profile, query_profiles, request, start_with_project
+from tests.wire import PROJECT_ID as WIRE_PROJECT_ID
+from tests.wire import SECRET as WIRE_SECRET
+from tests.wire import TOKEN as WIRE_TOKEN
+from tests.wire import Capture, captures
 
 pytestmark = pytest.mark.e2e
 
 TOKEN, SECRET, PROJECT_ID = "profiles-token-1", "profiles-secret-1", 4343
-WIRE_TOKEN, WIRE_SECRET, WIRE_PROJECT_ID = "TESTTOKEN123", "TESTAPISECRET", 123456
 
 LAST_SEEN = "$last_seen"
 LAST_SEEN_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
@@ -603,25 +604,9 @@ STEPS = {
 
 def profile_captures(client: str) -> list[Capture]:
     """The client's /engage and /groups requests, in file order, exactly as captured."""
-    out = []
-    for line in (WIRE / f"{client}.jsonl").read_text().splitlines():
-        raw = json.loads(line)
-        path = raw["target"].partition("?")[0]
-        if path.rstrip("/") not in ("/engage", "/groups"):
-            continue
-        assert raw["client"] == client
-        out.append(
-            Capture(
-                raw["client"],
-                raw["scenario"],
-                raw["method"],
-                raw["target"],
-                raw["headers"],
-                base64.b64decode(raw["body_b64"]),
-                raw["capture_reply"]["body"],
-            )
-        )
-    return out
+    found = [c for c in captures(client) if c.path.rstrip("/") in ("/engage", "/groups")]
+    assert all(c.client == client for c in found)
+    return found
 
 
 def assert_sdk_accepts(capture: Capture, status: int, body: bytes) -> None:

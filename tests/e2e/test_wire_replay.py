@@ -14,51 +14,19 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.serverproc import Server, export, request, start_with_project
+from tests.wire import PROJECT_ID, SECRET, TOKEN, Capture, captures
 
-WIRE = Path(__file__).resolve().parents[3] / "shared" / "spec" / "wire"
 CAPTURED_AT = 1795323200  # every capture was made before this second (2026-11-22)
-TOKEN, SECRET, PROJECT_ID = "TESTTOKEN123", "TESTAPISECRET", 123456
 
 # Spec §4 Decision: /import needs a secret or a service account; these two captures
 # sent only the legacy api_key, so they are refused with 401 (the SDK raises).
 REFUSED_WITHOUT_CREDENTIALS = {"py:import_data_key_only", "node:import_with_key"}
-
-
-@dataclass
-class Capture:
-    client: str
-    scenario: str
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
-    reply_body: str
-
-
-def captures() -> list[Capture]:
-    out = []
-    for path in sorted(WIRE.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            raw = json.loads(line)
-            out.append(
-                Capture(
-                    raw["client"],
-                    raw["scenario"],
-                    raw["method"],
-                    raw["target"],
-                    raw["headers"],
-                    base64.b64decode(raw["body_b64"]),
-                    raw["capture_reply"]["body"],
-                )
-            )
-    return out
 
 
 def _decode_data(value: str) -> tuple[Any, bool]:
