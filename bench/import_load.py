@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import base64
 import gzip
-import http.client
 import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -31,6 +29,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.serverproc import Server, cli
+
+from bench.common import drive, peak_rss_mb
 
 SECRET = "bench-secret"  # noqa: S105 - a throwaway project on a temp dir
 
@@ -72,44 +72,19 @@ def run(clients: int, requests: int, events: int, fsync: bool) -> dict[str, floa
         cli(data_dir, "projects", "create", "bench", "--secret", SECRET)
         server = Server(data_dir, args=[] if fsync else ["--no-journal-fsync"]).start()
         try:
-            latencies: list[float] = []
-            lock = threading.Lock()
             auth = "Basic " + base64.b64encode(f"{SECRET}:".encode()).decode()
-            queue = list(range(requests))
-
-            def client() -> None:
-                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-                while True:
-                    with lock:
-                        if not queue:
-                            break
-                        index = queue.pop()
-                    t0 = time.perf_counter()
-                    conn.request(
-                        "POST",
-                        "/import?strict=1",
-                        body=bodies[index],
-                        headers={
-                            "Content-Type": "application/json",
-                            "Content-Encoding": "gzip",
-                            "Authorization": auth,
-                        },
-                    )
-                    reply = conn.getresponse()
-                    reply.read()
-                    if reply.status != 200:
-                        raise RuntimeError(f"import failed: {reply.status}")
-                    with lock:
-                        latencies.append(time.perf_counter() - t0)
-                conn.close()
-
-            start = time.perf_counter()
-            threads = [threading.Thread(target=client) for _ in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - start
+            elapsed, latencies = drive(
+                server,
+                "/import?strict=1",
+                bodies,
+                {
+                    "Content-Type": "application/json",
+                    "Content-Encoding": "gzip",
+                    "Authorization": auth,
+                },
+                clients,
+                lambda status, body: status == 200,
+            )
             acked = time.perf_counter()
             server.wait_loaded(timeout=120)
             lag = time.perf_counter() - acked
@@ -117,7 +92,6 @@ def run(clients: int, requests: int, events: int, fsync: bool) -> dict[str, floa
             rss_mb = peak_rss_mb(server)
         finally:
             server.stop()
-    latencies.sort()
     total = requests * events
     return {
         "events_per_s": total / elapsed,
@@ -130,19 +104,6 @@ def run(clients: int, requests: int, events: int, fsync: bool) -> dict[str, floa
         "raw_floor_events_per_s": raw_floor,
         "ratio_to_floor": (total / elapsed) / raw_floor,
     }
-
-
-def peak_rss_mb(server: Server) -> float:
-    if server.process is None:
-        return 0.0
-    try:
-        status = Path(f"/proc/{server.process.pid}/status").read_text()
-    except OSError:
-        return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:

@@ -12,12 +12,10 @@ timing.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -27,7 +25,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.serverproc import Server, cli, query_profiles
 
-from bench.import_load import peak_rss_mb
+from bench.common import drive, peak_rss_mb
 
 TOKEN, SECRET = "bench-token", "bench-secret"
 PROFILES = 20_000
@@ -64,38 +62,14 @@ def run(clients: int, requests: int, updates: int) -> dict[str, float]:
         cli(data_dir, "projects", "create", "bench", "--token", TOKEN, "--secret", SECRET)
         server = Server(data_dir).start()
         try:
-            latencies: list[float] = []
-            lock = threading.Lock()
-            queue = list(range(requests))
-
-            def client() -> None:
-                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-                while True:
-                    with lock:
-                        if not queue:
-                            break
-                        index = queue.pop()
-                    t0 = time.perf_counter()
-                    conn.request(
-                        "POST",
-                        "/engage",
-                        body=bodies[index],
-                        headers={"Content-Type": "application/x-www-form-urlencoded"},
-                    )
-                    reply = conn.getresponse()
-                    if reply.read() != b"1":
-                        raise RuntimeError(f"/engage failed: {reply.status}")
-                    with lock:
-                        latencies.append(time.perf_counter() - t0)
-                conn.close()
-
-            start = time.perf_counter()
-            threads = [threading.Thread(target=client) for _ in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - start
+            elapsed, latencies = drive(
+                server,
+                "/engage",
+                bodies,
+                {"Content-Type": "application/x-www-form-urlencoded"},
+                clients,
+                lambda status, body: body == b"1",
+            )
             acked = time.perf_counter()
             server.wait_loaded(timeout=600)
             fold_s = time.perf_counter() - acked
@@ -103,7 +77,6 @@ def run(clients: int, requests: int, updates: int) -> dict[str, float]:
             rss = peak_rss_mb(server)
         finally:
             server.stop()
-    latencies.sort()
     total = requests * updates
     return {
         "updates_per_s_acked": total / elapsed,
