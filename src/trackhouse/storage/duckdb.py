@@ -31,7 +31,7 @@ from trackhouse.storage.base import (
     SqlResult,
     UpdateBatch,
 )
-from trackhouse.storage.duckdb_sql import run_readonly
+from trackhouse.storage.duckdb_sql import reserved_names, run_readonly
 from trackhouse.storage.duckdb_where import Column, compile_where
 
 EXPORT_CHUNK_ROWS = 5000
@@ -111,6 +111,7 @@ class DuckDBStore:
                 migrate(self._con)
             row = _one(self._con.execute("SELECT current_database()"))
             self._catalog = str(row[0]) if row else "memory"
+            self._reserved = reserved_names(self._con)
         except duckdb.Error as exc:
             raise StorageError(f"cannot open the store {path}: {exc}") from exc
         self._write_lock = threading.Lock()
@@ -211,7 +212,13 @@ class DuckDBStore:
 
     def run_sql(self, project_id: int, sql: str, *, max_rows: int, timeout_s: float) -> SqlResult:
         return run_readonly(
-            self._con, self._catalog, project_id, sql, max_rows=max_rows, timeout_s=timeout_s
+            self._con,
+            self._catalog,
+            self._reserved,
+            project_id,
+            sql,
+            max_rows=max_rows,
+            timeout_s=timeout_s,
         )
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:

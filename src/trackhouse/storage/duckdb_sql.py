@@ -84,7 +84,7 @@ def _view_sql(catalog: str, project_id: int) -> dict[str, str]:
     return {name: body.format(source=source, where=where) for name, body in _VIEW_BODIES.items()}
 
 
-def check_statement(con: duckdb.DuckDBPyConnection, sql: str, reserved: set[str]) -> None:
+def check_statement(con: duckdb.DuckDBPyConnection, sql: str, reserved: frozenset[str]) -> None:
     """Raise SqlRefused unless ``sql`` is one SELECT over the project views and its own
     CTEs. ``reserved``: lower-case names of every real table and system view."""
     rows = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()
@@ -140,9 +140,21 @@ def _walk(value: Any) -> Iterator[dict[str, Any]]:
             stack.extend(item)
 
 
+def reserved_names(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """Lower-case names of every table, view and table function: names a CTE may not
+    take (read once when the store opens; the schema only changes by migration)."""
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() UNION "
+        "SELECT view_name FROM duckdb_views() UNION "
+        "SELECT function_name FROM duckdb_functions() WHERE function_type = 'table'"
+    ).fetchall()
+    return frozenset(str(r[0]).lower() for r in rows)
+
+
 def run_readonly(
     con: duckdb.DuckDBPyConnection,
     catalog: str,
+    reserved: frozenset[str],
     project_id: int,
     sql: str,
     *,
@@ -152,14 +164,6 @@ def run_readonly(
     """Run ``sql`` on a fresh connection (``con.cursor()``) scoped to the project."""
     cursor = con.cursor()
     try:
-        reserved = {
-            str(r[0]).lower()
-            for r in cursor.execute(
-                "SELECT table_name FROM duckdb_tables() UNION "
-                "SELECT view_name FROM duckdb_views() UNION "
-                "SELECT function_name FROM duckdb_functions() WHERE function_type = 'table'"
-            ).fetchall()
-        }
         check_statement(cursor, sql, reserved)
         for name, body in _view_sql(catalog, project_id).items():
             cursor.execute(f"CREATE TEMP VIEW {name} AS {body}")
