@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
+import orjson
+
 from trackhouse.errors import PayloadError
 from trackhouse.ingest.decode import gunzip
 from trackhouse.web.http import Request
@@ -16,3 +20,26 @@ async def read_body(request: Request, limit: int) -> bytes:
     if encoding in ("gzip", "x-gzip", "deflate"):
         return gunzip(body, limit)
     raise PayloadError(f"unsupported Content-Encoding {encoding!r}: send gzip or nothing")
+
+
+MAX_QUERY_BODY = 1024 * 1024
+
+
+async def query_params(request: Request) -> dict[str, str]:
+    """The parameters of a read API (/api/2.0/engage, /api/sql): the query string, and
+    for POST a form or JSON-object body, whose values win."""
+    params = dict(request.query)
+    if request.method != "POST":
+        return params
+    body = await read_body(request, MAX_QUERY_BODY)
+    try:
+        if "json" in request.headers.get("content-type", "").lower():
+            parsed = orjson.loads(body)
+            if not isinstance(parsed, dict):
+                raise PayloadError('send a JSON object, e.g. {"sql": "SELECT ..."}')
+            params.update({str(k): str(v) for k, v in parsed.items() if v is not None})
+        else:
+            params.update(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PayloadError("the body is neither a UTF-8 form nor a JSON object") from exc
+    return params

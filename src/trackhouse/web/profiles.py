@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
 
 from trackhouse.errors import PayloadError, StorageError, Unauthorized
 from trackhouse.query.profiles import parse_profile_params
 from trackhouse.web import responses
 from trackhouse.web.auth import authenticate
 from trackhouse.web.http import Request, Response
-from trackhouse.web.payload import read_body
+from trackhouse.web.payload import query_params
 from trackhouse.web.services import Services
-
-MAX_QUERY_BODY = 1024 * 1024
 
 
 async def handle_profile_query(request: Request, services: Services) -> Response:
     try:
-        params = dict(request.query)
-        if request.method == "POST":
-            body = await read_body(request, MAX_QUERY_BODY)
-            params.update(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        params = await query_params(request)
         project = authenticate(
             services.registry,
             request.headers.get("authorization"),
@@ -32,8 +26,6 @@ async def handle_profile_query(request: Request, services: Services) -> Response
         page = await asyncio.to_thread(services.profile_sessions.page, services.store, query)
     except Unauthorized:
         return responses.query_error(401, "Invalid credentials: use the project's API secret")
-    except UnicodeDecodeError:
-        return responses.query_error(400, "the form body is not valid UTF-8")
     except PayloadError as exc:
         return responses.query_error(400, exc.message)
     except StorageError as exc:

@@ -4,28 +4,20 @@ authenticated like /import, never with the public token)."""
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
-
-import orjson
 
 from trackhouse.errors import PayloadError, StorageError, Unauthorized
 from trackhouse.query.sql import result_json
 from trackhouse.web import responses
 from trackhouse.web.auth import authenticate
 from trackhouse.web.http import Request, Response
-from trackhouse.web.payload import read_body
+from trackhouse.web.payload import query_params
 from trackhouse.web.services import Services
-
-MAX_SQL_BODY = 1024 * 1024
 
 
 async def handle_sql(request: Request, services: Services) -> Response:
     settings = services.settings
     try:
-        params = dict(request.query)
-        if request.method == "POST":
-            body = await read_body(request, MAX_SQL_BODY)
-            params.update(_body_params(body, request.headers.get("content-type", "")))
+        params = await query_params(request)
         project = authenticate(
             services.registry,
             request.headers.get("authorization"),
@@ -57,15 +49,3 @@ async def handle_sql(request: Request, services: Services) -> Response:
     except StorageError as exc:
         return responses.query_error(500, str(exc))
     return responses.json_reply(result_json(result))
-
-
-def _body_params(body: bytes, content_type: str) -> dict[str, str]:
-    try:
-        if "json" in content_type.lower():
-            parsed = orjson.loads(body)
-            if not isinstance(parsed, dict):
-                raise PayloadError('send a JSON object: {"sql": "SELECT ..."}')
-            return {str(k): str(v) for k, v in parsed.items() if v is not None}
-        return dict(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PayloadError("the body is neither a form nor a JSON object") from exc
