@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from trackhouse.errors import StorageError
 from trackhouse.journal import Journal, Position, read_range
 from trackhouse.journal.records import EventRecord, UpdateRecord, decode
+from trackhouse.malloc import release_free_memory
 from trackhouse.storage.base import EventBatch, Store, UpdateBatch
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Loader:
 
     def _run(self) -> None:
         backoff = 0.1
+        busy = False
         while True:
             try:
                 loaded = self.load_once()
@@ -83,9 +85,13 @@ class Loader:
                 continue
             backoff = 0.1
             if loaded:
+                busy = True
                 continue
             if self._stop.is_set():
                 return
+            if busy:  # caught up after a burst: hand back what the burst freed
+                release_free_memory()
+                busy = False
             self.journal.wait_for_data(self._position, self.idle_s)
 
     def load_once(self) -> int:

@@ -47,7 +47,14 @@ class Settings:
         "Journal bytes not yet loaded into the store above which ingestion answers 503.",
     )
     loader_batch_events: int = _setting(
-        200_000, "Most events the loader writes to the store in one transaction."
+        20_000, "Most events the loader writes to the store in one transaction."
+    )
+    store_memory_mb: int = _setting(
+        64,
+        "Memory the embedded store (DuckDB) may use for its cache, sorts and joins, on top "
+        "of its deduplication index (which must stay in memory, about 60 bytes per event); "
+        "beyond it, sorts and joins spill to a directory beside the store file (0: "
+        "DuckDB's default, 80% of RAM for everything).",
     )
     loader_idle_ms: int = _setting(
         50, "How long the loader sleeps when the journal has nothing new to load."

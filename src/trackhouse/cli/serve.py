@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from trackhouse.cli.common import add_settings_arguments, settings_from_args
+from trackhouse.malloc import limit_arenas
 from trackhouse.projects import Registry
 from trackhouse.settings import Settings
 from trackhouse.web.app import create_app
@@ -45,6 +47,7 @@ def ensure_default_project(settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    limit_arenas(2)  # before any thread allocates (trackhouse/malloc.py says why)
     settings = settings_from_args(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -56,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
         f"(data in {settings.data_dir.resolve()})",
         flush=True,
     )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -72,5 +76,12 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    handle_exit = server.handle_exit
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        app.begin_shutdown()
+        handle_exit(sig, frame)
+
+    server.handle_exit = stop  # type: ignore[method-assign]
     server.run()
     return 0 if server.started else 1

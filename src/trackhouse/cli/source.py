@@ -88,7 +88,7 @@ def json_from_server(url: str, path: str, secret: str, params: dict[str, str]) -
 @contextmanager
 def loaded_store(settings: Settings) -> Iterator[DuckDBStore]:
     """The data directory's store with the journal's backlog loaded into it."""
-    store = DuckDBStore(settings.store_path)
+    store = DuckDBStore(settings.store_path, memory_limit_mb=settings.store_memory_mb)
     try:
         checkpoint = store.checkpoint()
         journal = Journal(

@@ -112,6 +112,34 @@ class SqlResult:
     truncated: bool  # more rows than max_rows matched
 
 
+@dataclass(frozen=True, slots=True)
+class PropertyShape:
+    name: str
+    type: str  # string | number | boolean | list | object | null
+    count: int  # events that had this property with this type
+    first_seen_ms: int
+    last_seen_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventShape:
+    """One event name of a project's schema (its Lexicon entry)."""
+
+    event: str
+    count: int
+    first_seen_ms: int
+    last_seen_ms: int
+    properties: list[PropertyShape]  # most frequent first
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Events that arrived in a time window: per minute, and the most frequent names."""
+
+    per_minute: list[tuple[int, int]]  # (minute start ms, events); minutes with none left out
+    top_events: list[tuple[str, int]]  # (name, events), most first
+
+
 class Store(Protocol):
     def checkpoint(self) -> Position | None:
         """Where in the journal the last stored batch ended; None for a new store."""
@@ -135,5 +163,12 @@ class Store(Protocol):
         """One read-only SELECT over the project's own ``events``, ``profiles`` and
         ``group_profiles``; anything else (another project's rows, writes, files) is
         refused with SqlRefused, and so is a query running past ``timeout_s``."""
+
+    def schema(self, project_id: int, *, limit: int) -> list[EventShape]:
+        """The project's event names (the ``limit`` most frequent, most first), each with
+        the properties and types it has arrived with; every stored event counted once."""
+
+    def activity(self, project_id: int, from_ms: int, to_ms: int, *, top: int) -> Activity:
+        """Events received (by arrival time) in [from_ms, to_ms)."""
 
     def close(self) -> None: ...

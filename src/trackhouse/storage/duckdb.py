@@ -23,11 +23,14 @@ from trackhouse.errors import StorageError
 from trackhouse.ingest.profile_ops import Profile, apply_update
 from trackhouse.journal.segments import Position
 from trackhouse.storage.base import (
+    Activity,
     EventBatch,
+    EventShape,
     ExportQuery,
     ExportRow,
     ProfileQuery,
     ProfileRow,
+    PropertyShape,
     SqlResult,
     UpdateBatch,
 )
@@ -35,6 +38,11 @@ from trackhouse.storage.duckdb_sql import reserved_names, run_readonly
 from trackhouse.storage.duckdb_where import Column, compile_where
 
 EXPORT_CHUNK_ROWS = 5000
+
+# An export sorts at most about this many rows at a time (see DuckDBStore.export).
+EXPORT_SLICE_ROWS = 50_000
+# Bucket widths, in ms, an export's time range is cut by: hours, then minutes, seconds.
+_SLICE_UNITS_MS = (3_600_000, 60_000, 1_000)
 
 # Event properties kept in columns, not in the properties JSON (for `where`).
 _EVENT_COLUMNS = {
@@ -50,12 +58,18 @@ _DEDUP_KEY = """md5_number(concat_ws('|',
     project_id, length(event), event, length(distinct_id), distinct_id,
     time_ms // 1000, insert_id))"""
 
-# Fixed SQL: user data arrives only as Arrow columns.
+# A 128-bit key as two 64-bit halves: Arrow has no 128-bit integer, and a cast of the
+# key to text costs more than the whole insert.
+_KEY_HALVES = "({key} >> 64)::UBIGINT AS hi, ({key} & 18446744073709551615)::UBIGINT AS lo"
+
+# Fixed SQL: user data arrives only as Arrow columns. RETURNING gives the keys of the
+# rows actually added: duplicates are ignored.
 _INSERT = f"""
 INSERT OR IGNORE INTO events
 SELECT project_id, event, distinct_id, epoch_ms(time_ms), insert_id, properties,
        epoch_ms(received_ms), endpoint, lib, {_DEDUP_KEY}
 FROM batch
+RETURNING {_KEY_HALVES.format(key="dedup_key")}
 """  # noqa: S608
 
 _INSERT_UPDATES = """
@@ -98,15 +112,28 @@ _SCHEMA = pa.schema(
 )
 
 
+# Memory an index (ART) takes per row, a little above what DuckDB 2.0 uses for the
+# 16-byte dedup key: enough to size the memory limit before the index is loaded.
+_INDEX_BYTES_PER_ROW = 64
+
+
 class DuckDBStore:
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False, memory_limit_mb: int = 0) -> None:
+        """``memory_limit_mb``: what DuckDB may use for its cache, sorts and joins on
+        top of its indexes (0: DuckDB's default, 80% of RAM, indexes included)."""
         self.path = path
+        self._working_mb = memory_limit_mb
+        self._limit_mb = 0
+        # No files, network or ATTACH from SQL: the store never needs them, and the
+        # read-only SQL endpoint must not have them (storage/duckdb_sql.py).
+        config: dict[str, Any] = {"enable_external_access": False}
+        if memory_limit_mb > 0:
+            # Sorts and joins that outgrow the limit spill here instead of failing;
+            # without external access DuckDB has no spill directory unless it is named.
+            config["memory_limit"] = f"{memory_limit_mb}MB"
+            config["temp_directory"] = str(path.with_name(path.name + ".tmp"))
         try:
-            # No files, network or ATTACH from SQL: the store never needs them, and the
-            # read-only SQL endpoint must not have them (storage/duckdb_sql.py).
-            self._con = duckdb.connect(
-                str(path), read_only=read_only, config={"enable_external_access": False}
-            )
+            self._con = duckdb.connect(str(path), read_only=read_only, config=config)
             if not read_only:
                 migrate(self._con)
             row = _one(self._con.execute("SELECT current_database()"))
@@ -115,6 +142,28 @@ class DuckDBStore:
         except duckdb.Error as exc:
             raise StorageError(f"cannot open the store {path}: {exc}") from exc
         self._write_lock = threading.Lock()
+
+    def _fit_memory_limit(self) -> None:
+        """Before a write, make room for the indexes on top of the working budget:
+        DuckDB cannot evict an index, and an insert that needs more index memory than
+        the limit leaves fails with out-of-memory instead of spilling. Indexes load on
+        the first write, and DuckDB does not report their size, so it is estimated from
+        the row counts. A store that is only read keeps the working budget alone."""
+        if self._working_mb <= 0:
+            return
+        loaded, rows = _one(
+            self._con.execute(
+                "SELECT (SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                "WHERE tag = 'ART_INDEX'), (SELECT coalesce(sum(estimated_size), 0) "
+                "FROM duckdb_tables() WHERE index_count > 0)"
+            )
+        ) or (0, 0)
+        index_mb = max(int(loaded), int(rows) * _INDEX_BYTES_PER_ROW) * 5 // 4 >> 20
+        wanted = self._working_mb + index_mb
+        # Only ever raised while open, and in steps, not on every batch.
+        if wanted > self._limit_mb:
+            self._limit_mb = wanted + self._working_mb // 4
+            self._con.execute(f"SET memory_limit = '{self._limit_mb}MB'")
 
     def checkpoint(self) -> Position | None:
         try:
@@ -128,12 +177,18 @@ class DuckDBStore:
         with self._write_lock:
             con = self._con
             try:
+                self._fit_memory_limit()
                 con.execute("BEGIN")
                 added = 0
                 if event_table is not None:
-                    before = _count(con)
-                    _execute_with(con, "batch", event_table, _INSERT)
-                    added = _count(con) - before
+                    con.register("batch", event_table)
+                    try:
+                        # sql(), not execute(): its Arrow result is not copied again.
+                        added_keys = con.sql(_INSERT).to_arrow_table()
+                        added = added_keys.num_rows
+                        _count_added(con, added_keys, all_added=added == len(events))
+                    finally:
+                        con.unregister("batch")
                 if update_table is not None:
                     applied = _load_checkpoint(con)
                     _execute_with(con, "updates", update_table, _INSERT_UPDATES)
@@ -151,30 +206,43 @@ class DuckDBStore:
         return added
 
     def export(self, query: ExportQuery) -> Iterator[list[ExportRow]]:
-        sql = [
-            "SELECT event, distinct_id, epoch_ms(time), insert_id, properties FROM events",
-            "WHERE project_id = ? AND time >= epoch_ms(?) AND time < epoch_ms(?)",
-        ]
-        params: list[Any] = [query.project_id, query.from_ms, query.to_ms]
+        """Rows in (time, $insert_id) order, a chunk at a time, in bounded memory.
+
+        Sorting the whole range at once would hold every matching row before the
+        first one leaves. Instead a grouped count (cheap: no row is kept) cuts the
+        range into time slices of at most about EXPORT_SLICE_ROWS rows, and each slice
+        is sorted on its own. Slices never split a second; a single second holding more
+        rows than that is sorted whole, spilling to disk past the memory limit.
+        """
+        where = ["project_id = ?"]
+        params: list[Any] = [query.project_id]
         if query.events is not None:
-            sql.append("AND list_contains(?, event)")
+            where.append("list_contains(?, event)")
             params.append(list(query.events))
         if query.where is not None:
             compiled = compile_where(query.where, "properties", _EVENT_COLUMNS)
-            sql.append(f"AND {compiled.sql}")
+            where.append(compiled.sql)
             params += compiled.params
-        sql.append("ORDER BY time, insert_id")
-        if query.limit is not None:
-            sql.append("LIMIT ?")
-            params.append(query.limit)
+        # Fixed SQL only: user values are in params (compile_where binds its own).
+        sql = (
+            "SELECT event, distinct_id, epoch_ms(time), insert_id, properties FROM events "  # noqa: S608
+            f"WHERE {' AND '.join(where)} AND time >= epoch_ms(?) AND time < epoch_ms(?) "
+            "ORDER BY time, insert_id LIMIT ?"
+        )
+        left = query.limit
         cursor = self._cursor()
         try:
-            cursor.execute(" ".join(sql), params)
-            while True:
-                rows = cursor.fetchmany(EXPORT_CHUNK_ROWS)
-                if not rows:
+            # One snapshot for the counts and every slice: rows loaded meanwhile are
+            # neither half-seen nor able to push a slice past its size.
+            cursor.execute("BEGIN TRANSACTION")
+            for start, end in _slices(cursor, where, params, query.from_ms, query.to_ms):
+                cursor.execute(sql, [*params, start, end, left])
+                while rows := cursor.fetchmany(EXPORT_CHUNK_ROWS):
+                    yield [ExportRow(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
+                    if left is not None:
+                        left -= len(rows)
+                if left is not None and left <= 0:
                     return
-                yield [ExportRow(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
         except duckdb.Error as exc:
             raise StorageError(f"export failed: {exc}") from exc
         finally:
@@ -210,6 +278,55 @@ class DuckDBStore:
         finally:
             cursor.close()
 
+    def schema(self, project_id: int, *, limit: int) -> list[EventShape]:
+        cursor = self._cursor()
+        try:
+            names = cursor.execute(
+                "SELECT event, count, epoch_ms(first_seen), epoch_ms(last_seen) FROM event_names "
+                "WHERE project_id = ? ORDER BY count DESC, event LIMIT ?",
+                [project_id, limit],
+            ).fetchall()
+            properties: dict[str, list[PropertyShape]] = {name[0]: [] for name in names}
+            for event, *shape in cursor.execute(
+                "SELECT event, property, type, count, epoch_ms(first_seen), epoch_ms(last_seen) "
+                "FROM event_properties WHERE project_id = ? AND list_contains(?, event) "
+                "ORDER BY event, count DESC, property, type",
+                [project_id, list(properties)],
+            ).fetchall():
+                properties[event].append(PropertyShape(*shape))
+        except duckdb.Error as exc:
+            raise StorageError(f"schema query failed: {exc}") from exc
+        finally:
+            cursor.close()
+        return [
+            EventShape(event, int(count), int(first), int(last), properties[event])
+            for event, count, first, last in names
+        ]
+
+    def activity(self, project_id: int, from_ms: int, to_ms: int, *, top: int) -> Activity:
+        window = "project_id = ? AND received_at >= epoch_ms(?) AND received_at < epoch_ms(?)"
+        params = [project_id, from_ms, to_ms]
+        cursor = self._cursor()
+        try:
+            cursor.execute("BEGIN TRANSACTION")  # both answers from one snapshot
+            minutes = cursor.execute(
+                "SELECT epoch_ms(received_at) // 60000 * 60000 AS minute, count(*) FROM events "  # noqa: S608
+                f"WHERE {window} GROUP BY minute ORDER BY minute",
+                params,
+            ).fetchall()
+            names = cursor.execute(
+                f"SELECT event, count(*) AS n FROM events WHERE {window} "  # noqa: S608
+                "GROUP BY event ORDER BY n DESC, event LIMIT ?",
+                [*params, top],
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise StorageError(f"activity query failed: {exc}") from exc
+        finally:
+            cursor.close()
+        return Activity(
+            [(int(m), int(n)) for m, n in minutes], [(str(e), int(n)) for e, n in names]
+        )
+
     def run_sql(self, project_id: int, sql: str, *, max_rows: int, timeout_s: float) -> SqlResult:
         return run_readonly(
             self._con,
@@ -230,6 +347,100 @@ class DuckDBStore:
                 self._con.close()
             except duckdb.Error as exc:  # pragma: no cover
                 raise StorageError(f"cannot close the store: {exc}") from exc
+
+
+# ---- the event schema (Lexicon) -------------------------------------------------------
+
+# A JSON value's type from its first character: no second parse of the value.
+_KIND = """CASE type
+    WHEN '"' THEN 'string' WHEN '[' THEN 'list' WHEN '{' THEN 'object' WHEN 't' THEN 'boolean'
+    WHEN 'f' THEN 'boolean' WHEN 'n' THEN 'null' ELSE 'number' END"""
+
+_ADD_COUNTS = """ON CONFLICT DO UPDATE SET count = count + excluded.count,
+    first_seen = least(first_seen, excluded.first_seen),
+    last_seen = greatest(last_seen, excluded.last_seen)"""
+
+
+def _count_added(con: duckdb.DuckDBPyConnection, added_keys: pa.Table, *, all_added: bool) -> None:
+    """Count the events of ``batch`` that were added (``added_keys``) in the schema.
+
+    Usually that is every one; when some were duplicates, each added key's first row."""
+    if not added_keys.num_rows:
+        return
+    if all_added:
+        _count_shapes(
+            con,
+            "SELECT project_id, event, epoch_ms(received_ms) AS received_at, properties FROM batch",
+        )
+        return
+    con.register("added_keys", added_keys)
+    try:
+        _count_shapes(
+            con,
+            "SELECT DISTINCT ON (hi, lo) * FROM (SELECT project_id, event, "  # noqa: S608
+            "epoch_ms(received_ms) AS received_at, properties, "
+            f"{_KEY_HALVES.format(key=_DEDUP_KEY)} FROM batch) "
+            "SEMI JOIN added_keys USING (hi, lo)",
+        )
+    finally:
+        con.unregister("added_keys")
+
+
+def _count_shapes(con: duckdb.DuckDBPyConnection, rows: str) -> None:
+    """Add events to the schema counts: ``rows``, fixed SQL selecting project_id, event,
+    received_at and properties of the events to count."""
+    con.execute(
+        "INSERT INTO event_names SELECT project_id, event, count(*), min(received_at), "  # noqa: S608
+        f"max(received_at) FROM ({rows}) GROUP BY ALL {_ADD_COUNTS}"
+    )
+    # Each event's top-level property names and their values' JSON text, side by side:
+    # one parse for the names, one for the values (json_structure or json_type would
+    # parse each value again, which costs as much as the rest of the load).
+    con.execute(
+        "INSERT INTO event_properties SELECT project_id, event, property, "  # noqa: S608
+        f"{_KIND} AS kind, count(*), min(received_at), max(received_at) FROM "
+        "(SELECT project_id, event, received_at, unnest(json_keys(properties)) AS property, "
+        "unnest(list_transform(json_extract(properties, '$.*'), lambda v: left(v::VARCHAR, 1))) "
+        f"AS type FROM ({rows})) GROUP BY project_id, event, property, kind "
+        f"{_ADD_COUNTS}"
+    )
+
+
+def _count_all_shapes(con: duckdb.DuckDBPyConnection) -> None:
+    """Count every stored event (migration 4, for stores written before the schema)."""
+    _count_shapes(con, "SELECT project_id, event, received_at, properties FROM events")
+
+
+def _slices(
+    cursor: duckdb.DuckDBPyConnection,
+    where: list[str],
+    params: list[Any],
+    from_ms: int,
+    to_ms: int,
+    units: Sequence[int] = _SLICE_UNITS_MS,
+) -> Iterator[tuple[int, int]]:
+    """Consecutive [start, end) ms ranges covering the matching rows of [from_ms, to_ms)
+    in order, each holding at most EXPORT_SLICE_ROWS rows unless one second does."""
+    unit, finer = units[0], units[1:]
+    counts = cursor.execute(
+        f"SELECT epoch_ms(time) // {unit} AS bucket, count(*) FROM events "  # noqa: S608
+        f"WHERE {' AND '.join(where)} AND time >= epoch_ms(?) AND time < epoch_ms(?) "
+        "GROUP BY bucket ORDER BY bucket",
+        [*params, from_ms, to_ms],
+    ).fetchall()
+    start, rows = from_ms, 0
+    for bucket, count in counts:
+        lo, hi = max(bucket * unit, from_ms), min((bucket + 1) * unit, to_ms)
+        if rows and rows + count > EXPORT_SLICE_ROWS:
+            yield start, lo
+            start, rows = lo, 0
+        if count > EXPORT_SLICE_ROWS and finer:
+            yield from _slices(cursor, where, params, lo, hi, finer)
+            start = hi
+        else:
+            rows += count
+    if rows:
+        yield start, to_ms
 
 
 def _table(batch: EventBatch | UpdateBatch, schema: pa.Schema) -> pa.Table:
@@ -385,18 +596,13 @@ def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
-def _count(con: duckdb.DuckDBPyConnection) -> int:
-    row = _one(con.execute("SELECT count(*) FROM events"))
-    return int(row[0]) if row else 0
-
-
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):
         con.execute("ROLLBACK")
 
 
 # Steps SQL cannot do, run in the same transaction as the numbered migration.
-_AFTER_MIGRATION = {3: _fold_all_updates}
+_AFTER_MIGRATION = {3: _fold_all_updates, 4: _count_all_shapes}
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 

@@ -7,6 +7,7 @@ when it ends (after in-flight requests have been answered).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from trackhouse.errors import PayloadTooLarge, RequestError, TrackhouseError
 from trackhouse.settings import Settings
-from trackhouse.web import responses, system
+from trackhouse.web import console, responses, system
 from trackhouse.web.engage import handle_engage, handle_groups
 from trackhouse.web.export import handle_export
 from trackhouse.web.http import Receive, Request, Response, Scope, Send
@@ -29,31 +30,43 @@ from trackhouse.web.track import handle_track
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request, Services], Awaitable[Response]]
+# Sends its own reply as it goes (returns None), or returns an error reply.
+Streamer = Callable[[Request, Services, Send], Awaitable[Response | None]]
 
 
 @dataclass(frozen=True)
 class Route:
-    handler: Handler | None
     methods: frozenset[str]
+    handler: Handler | None = None
+    streamer: Streamer | None = None  # instead of a handler
     cors: bool = True
 
 
 _TRACK_METHODS = frozenset({"GET", "POST"})
+_GET = frozenset({"GET"})
 ROUTES: dict[str, Route] = {
-    "/track": Route(handle_track, _TRACK_METHODS),
-    "/import": Route(handle_import, _TRACK_METHODS),
-    "/engage": Route(handle_engage, _TRACK_METHODS),
-    "/groups": Route(handle_groups, _TRACK_METHODS),
-    "/api/2.0/export": Route(None, frozenset({"GET"})),
-    "/api/2.0/engage": Route(handle_profile_query, frozenset({"GET", "POST"}), cors=False),
-    "/api/sql": Route(handle_sql, frozenset({"GET", "POST"}), cors=False),
-    "/export": Route(None, frozenset({"GET"})),
-    "/decide": Route(system.handle_decide, _TRACK_METHODS),
-    "/flags": Route(system.handle_flags, _TRACK_METHODS),
-    "/settings": Route(system.handle_settings, _TRACK_METHODS),
-    "/record": Route(system.handle_record, _TRACK_METHODS),
-    "/healthz": Route(system.handle_health, frozenset({"GET"}), cors=False),
-    "/-/status": Route(system.handle_status, frozenset({"GET"}), cors=False),
+    "/track": Route(_TRACK_METHODS, handle_track),
+    "/import": Route(_TRACK_METHODS, handle_import),
+    "/engage": Route(_TRACK_METHODS, handle_engage),
+    "/groups": Route(_TRACK_METHODS, handle_groups),
+    "/api/2.0/export": Route(_GET, streamer=handle_export),
+    "/api/2.0/engage": Route(frozenset({"GET", "POST"}), handle_profile_query, cors=False),
+    "/api/sql": Route(frozenset({"GET", "POST"}), handle_sql, cors=False),
+    "/export": Route(_GET, streamer=handle_export),
+    "/decide": Route(_TRACK_METHODS, system.handle_decide),
+    "/flags": Route(_TRACK_METHODS, system.handle_flags),
+    "/settings": Route(_TRACK_METHODS, system.handle_settings),
+    "/record": Route(_TRACK_METHODS, system.handle_record),
+    "/healthz": Route(_GET, system.handle_health, cors=False),
+    "/-/status": Route(_GET, system.handle_status, cors=False),
+    # The console (web/console.py): same-origin only, no CORS.
+    **{path: Route(_GET, console.handle_asset, cors=False) for path in console.ASSET_PATHS},
+    "/console/api/session": Route(
+        frozenset({"GET", "POST", "DELETE"}), console.handle_session, cors=False
+    ),
+    "/console/api/overview": Route(_GET, console.handle_overview, cors=False),
+    "/console/api/schema": Route(_GET, console.handle_schema, cors=False),
+    "/console/api/stream": Route(_GET, streamer=console.handle_stream, cors=False),
 }
 
 _CORS_ALLOW_HEADERS = "Content-Type, Authorization, traceparent"
@@ -73,6 +86,7 @@ class TrackhouseApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -98,9 +112,16 @@ class TrackhouseApp:
                 return
 
     def startup(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.services = Services.open(self.settings)
         self.services.loader.start()
         self._write_server_file()
+
+    def begin_shutdown(self) -> None:
+        """The server was told to stop (from its signal handler): end the live streams
+        now, or the server would wait for those open-ended replies before stopping."""
+        if self._loop is not None and self.services is not None:
+            self._loop.call_soon_threadsafe(self.services.live.close)
 
     def shutdown(self) -> None:
         if self.services is not None:
@@ -140,13 +161,15 @@ class TrackhouseApp:
             reply = responses.plain_error(
                 503, "server is starting or stopping", headers=[("retry-after", "1")]
             )
-        elif route.handler is None:  # the export streams its own reply
-            streamed = await handle_export(request, self.services, _with_headers(send, cors))
+        elif route.streamer is not None:
+            streamed = await route.streamer(request, self.services, _with_headers(send, cors))
             if streamed is None:
                 return
             reply = streamed
-        else:
+        elif route.handler is not None:
             reply = await self._call(route.handler, request, self.services)
+        else:  # pragma: no cover - every route has a handler or a streamer
+            reply = responses.plain_error(500, f"no handler for {path}")
         reply.headers.extend(cors)
         await reply.send(send)
 

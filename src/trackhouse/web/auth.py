@@ -39,11 +39,22 @@ def authenticate(
     - for /import only (``allow_token``), the project token where the project allows it
       (off by default). Never for reading: tokens are public, shipped inside every app.
     """
-    registry.refresh()
     credentials = basic_credentials(header)
     if credentials is None:
         raise Unauthorized(INVALID)
-    user, password = credentials
+    return check_credentials(registry, *credentials, project_id_param, allow_token=allow_token)
+
+
+def check_credentials(
+    registry: Registry,
+    user: str,
+    password: str,
+    project_id_param: str | None,
+    *,
+    allow_token: bool,
+) -> Project:
+    """``authenticate``, from the user name and password (see there)."""
+    registry.refresh()
     wanted: int | None = None
     if project_id_param:
         try:

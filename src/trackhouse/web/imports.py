@@ -113,6 +113,7 @@ async def _ingest(
         await services.journal.append_and_sync(
             encode_events(outcome.events, received_ms=ctx.received_ms, endpoint="import")
         )
+        services.live.publish(outcome.events, received_ms=ctx.received_ms, endpoint="import")
     if strict:
         if not raw_events:
             return responses.import_error(400, "request contains no events")

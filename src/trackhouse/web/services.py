@@ -7,12 +7,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from trackhouse.journal import Journal
+from trackhouse.live import LiveFeed
 from trackhouse.loader import Loader
 from trackhouse.projects import Registry
 from trackhouse.query.profiles import ProfileSessions
 from trackhouse.ratelimit import RateLimiter
 from trackhouse.settings import Settings
 from trackhouse.storage.duckdb import DuckDBStore
+from trackhouse.web.sessions import ConsoleSessions
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ class Services:
     loader: Loader
     limiter: RateLimiter
     profile_sessions: ProfileSessions
+    live: LiveFeed
+    console_sessions: ConsoleSessions
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -33,7 +37,7 @@ class Services:
         checkpoint), then the loader, which replays whatever the journal still holds."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         registry = Registry(settings.registry_path)
-        store = DuckDBStore(settings.store_path)
+        store = DuckDBStore(settings.store_path, memory_limit_mb=settings.store_memory_mb)
         try:
             checkpoint = store.checkpoint()
             journal = Journal(
@@ -53,7 +57,17 @@ class Services:
             batch_events=settings.loader_batch_events,
             idle_ms=settings.loader_idle_ms,
         )
-        return cls(settings, registry, store, journal, loader, RateLimiter(), ProfileSessions())
+        return cls(
+            settings,
+            registry,
+            store,
+            journal,
+            loader,
+            RateLimiter(),
+            ProfileSessions(),
+            LiveFeed(),
+            ConsoleSessions(),
+        )
 
     def token_resolver(self) -> Callable[[str], int | None]:
         """Token → project id for one request (registry changes seen at its start)."""
@@ -78,6 +92,7 @@ class Services:
 
     def close(self) -> None:
         """Close in reverse order: no new appends, drain the loader, then the store."""
+        self.live.close()
         self.journal.close()
         self.loader.stop()
         self.store.close()

@@ -43,4 +43,5 @@ async def _ingest(
         await services.journal.append_and_sync(
             encode_events(outcome.events, received_ms=ctx.received_ms, endpoint="track")
         )
+        services.live.publish(outcome.events, received_ms=ctx.received_ms, endpoint="track")
     return outcome_reply(mode, outcome.accepted, outcome.rejections, len(raw_events))

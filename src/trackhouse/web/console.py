@@ -1,0 +1,209 @@
+"""The console: a web page to watch a project (a trackhouse addition).
+
+``/console`` serves the page (static files shipped in the package); its API under
+``/console/api/`` answers only for a signed-in project. Signing in takes the project's
+API secret once and gives the browser an HttpOnly, SameSite=Strict session cookie
+(web/sessions.py); scripts may send the secret as Basic auth instead, as to the other
+read APIs. Nothing here can reach another project's data: every query is keyed by the
+project the session or the secret belongs to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import time
+from functools import cache
+
+from trackhouse.errors import PayloadError, StorageError, Unauthorized
+from trackhouse.projects import Project
+from trackhouse.query import console
+from trackhouse.web import responses
+from trackhouse.web.auth import authenticate, check_credentials
+from trackhouse.web.http import Request, Response, Send
+from trackhouse.web.payload import query_params
+from trackhouse.web.services import Services
+from trackhouse.web.sessions import COOKIE, SESSION_S, cookie_value
+
+HEARTBEAT_S = 15.0  # keeps proxies from closing an idle stream
+
+# The page loads nothing from elsewhere and may not be framed.
+_PAGE_HEADERS = [
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-cache"),
+]
+_ASSETS = {
+    "/console": ("console.html", "text/html; charset=utf-8"),
+    "/console/console.js": ("console.js", "text/javascript; charset=utf-8"),
+    "/console/console.css": ("console.css", "text/css; charset=utf-8"),
+}
+ASSET_PATHS = tuple(_ASSETS)
+_SIGNED_OUT = "sign in with the project's API secret"
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return importlib.resources.files("trackhouse.web.static").joinpath(name).read_bytes()
+
+
+async def handle_asset(request: Request, services: Services) -> Response:
+    name, content_type = _ASSETS[request.path.rstrip("/")]
+    return Response(200, _asset(name), content_type, list(_PAGE_HEADERS))
+
+
+# -- who is asking ---------------------------------------------------------------------
+def _signed_in(request: Request, services: Services) -> Project:
+    """The project of the session cookie, or of Basic credentials; else Unauthorized."""
+    session = cookie_value(request.headers.get("cookie"))
+    project = services.console_sessions.project(session, services.registry)
+    if project is not None:
+        return project
+    if request.headers.get("authorization"):
+        return authenticate(
+            services.registry, request.headers["authorization"], None, allow_token=False
+        )
+    raise Unauthorized(_SIGNED_OUT)
+
+
+def _project_json(project: Project) -> dict[str, object]:
+    return {"project": {"id": project.id, "name": project.name}}
+
+
+def _cookie(request: Request, value: str, max_age: int) -> tuple[str, str]:
+    secure = "; Secure" if request.scope.get("scheme") == "https" else ""
+    return (
+        "set-cookie",
+        f"{COOKIE}={value}; Max-Age={max_age}; Path=/console; HttpOnly; SameSite=Strict{secure}",
+    )
+
+
+# -- /console/api/session ----------------------------------------------------------------
+async def handle_session(request: Request, services: Services) -> Response:
+    """POST signs in (``secret``, or a service account's ``username`` + ``secret`` +
+    ``project_id``), GET says who is signed in, DELETE signs out."""
+    if request.method == "DELETE":
+        services.console_sessions.end(cookie_value(request.headers.get("cookie")))
+        return responses.json_reply({"status": "ok"}, headers=[_cookie(request, "", 0)])
+    try:
+        if request.method == "GET":
+            return responses.json_reply(_project_json(_signed_in(request, services)))
+        params = await query_params(request)
+        secret = params.get("secret", "")
+        if not secret:
+            raise PayloadError("secret is required: the project's API secret")
+        username = params.get("username")
+        project = check_credentials(
+            services.registry,
+            username or secret,
+            secret if username else "",
+            params.get("project_id"),
+            allow_token=False,
+        )
+    except Unauthorized:
+        return responses.query_error(401, "Invalid credentials: use the project's API secret")
+    except PayloadError as exc:
+        return responses.query_error(400, exc.message)
+    session = services.console_sessions.start(project)
+    return responses.json_reply(
+        _project_json(project), headers=[_cookie(request, session, SESSION_S)]
+    )
+
+
+# -- /console/api/overview and /console/api/schema ------------------------------------------
+async def handle_overview(request: Request, services: Services) -> Response:
+    try:
+        project = _signed_in(request, services)
+        window = console.chart_window(int(time.time() * 1000))
+        activity = await asyncio.to_thread(
+            services.store.activity, project.id, *window, top=console.TOP_EVENTS
+        )
+    except Unauthorized as exc:
+        return responses.query_error(401, exc.message)
+    except StorageError as exc:
+        return responses.query_error(500, str(exc))
+    return responses.json_reply({**_project_json(project), **console.overview(activity, window)})
+
+
+async def handle_schema(request: Request, services: Services) -> Response:
+    try:
+        project = _signed_in(request, services)
+        shapes = await asyncio.to_thread(
+            services.store.schema, project.id, limit=console.SCHEMA_EVENTS
+        )
+    except Unauthorized as exc:
+        return responses.query_error(401, exc.message)
+    except StorageError as exc:
+        return responses.query_error(500, str(exc))
+    return responses.json_reply({**_project_json(project), **console.schema(shapes)})
+
+
+# -- /console/api/stream ----------------------------------------------------------------------
+async def handle_stream(request: Request, services: Services, send: Send) -> Response | None:
+    """Server-sent events: one ``events`` message per acknowledged request, as soon as
+    it is acknowledged; ``dropped`` when this reader fell behind and missed some."""
+    try:
+        project = _signed_in(request, services)
+    except Unauthorized as exc:
+        return responses.query_error(401, exc.message)
+    feed = services.live
+    watcher = feed.watch(project.id)
+    disconnected = asyncio.create_task(_disconnect(request))
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
+                ],
+            }
+        )
+        await _sse(send, b"retry: 2000\nevent: hello\ndata: " + _hello(project) + b"\n\n")
+        while not disconnected.done():
+            getter = asyncio.ensure_future(watcher.queue.get())
+            done, _ = await asyncio.wait(
+                {getter, disconnected}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter not in done:
+                getter.cancel()  # a cancelled get() leaves its message in the queue
+                if disconnected not in done:
+                    await _sse(send, b": keep-alive\n\n")
+                continue
+            message = getter.result()
+            if message is None:  # the feed closed: the server is stopping
+                break
+            if watcher.dropped:
+                dropped, watcher.dropped = watcher.dropped, 0
+                await _sse(send, b'event: dropped\ndata: {"events":%d}\n\n' % dropped)
+            await _sse(send, b"event: events\ndata: " + message.data + b"\n\n")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        pass  # the connection broke under us
+    finally:
+        feed.unwatch(watcher)
+        disconnected.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await disconnected
+    return None
+
+
+def _hello(project: Project) -> bytes:
+    return b'{"project":{"id":%d}}' % project.id
+
+
+async def _sse(send: Send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
