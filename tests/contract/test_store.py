@@ -580,3 +580,102 @@ def test_a_failed_batch_stores_nothing_and_the_store_stays_writable(store: Store
     assert added == 1
     assert store.checkpoint() == Position(1, 20)
     assert profiles_of(store) == {"u1": {"a": 1}}
+
+
+# -- the event schema and recent activity ------------------------------------------------------
+def shapes_of(store: Store, project_id: int = 1) -> dict[str, Any]:
+    """{event: (count, first, last, {(property, type): (count, first, last)})}"""
+    return {
+        shape.event: (
+            shape.count,
+            shape.first_seen_ms,
+            shape.last_seen_ms,
+            {
+                (p.name, p.type): (p.count, p.first_seen_ms, p.last_seen_ms)
+                for p in shape.properties
+            },
+        )
+        for shape in store.schema(project_id, limit=100)
+    }
+
+
+def test_schema_counts_each_added_event_once_by_property_type(store: Store) -> None:
+    typed = [
+        '{"v":"text","s":"a"}',
+        '{"v":12,"s":"b"}',
+        '{"v":1.5}',
+        '{"v":true}',
+        '{"v":false}',
+        '{"v":["x",1]}',
+        '{"v":{"k":{"deep":1}}}',
+        '{"v":{}}',
+        '{"v":null}',
+        '{"v":-3e5}',
+        "{}",
+    ]
+    batch = events(
+        *(Ev("typed", f"d{i}", T0 + i, f"t{i}", properties=p) for i, p in enumerate(typed)),
+        Ev("other", "d", T0, "o1", properties='{"v":"x"}'),
+        Ev("typed", "d", T0, "elsewhere", project_id=2, properties='{"w":1}'),
+    )
+    store.write_batch(batch, no_updates(), Position(1, 10))
+    received = T0 + 500  # events() sets received = time + 500
+    count, first, last, props = shapes_of(store)["typed"]
+    assert (count, first, last) == (11, received, received + 10)
+    assert {key: value[0] for key, value in props.items()} == {
+        ("v", "string"): 1,
+        ("v", "number"): 3,
+        ("v", "boolean"): 2,
+        ("v", "list"): 1,
+        ("v", "object"): 2,
+        ("v", "null"): 1,
+        ("s", "string"): 2,
+    }
+    assert props[("v", "number")][1:] == (received + 1, received + 9)
+    assert set(shapes_of(store)) == {"typed", "other"}
+    assert shapes_of(store, 2) == {
+        "typed": (1, received, received, {("w", "number"): (1, received, received)})
+    }
+    assert shapes_of(store, 3) == {}
+
+
+def test_schema_never_counts_duplicates_or_replays(stores: Stores) -> None:
+    store = stores.open()
+    one = Ev("e", "d", T0, "same", properties='{"a":1}')
+    # The same event twice in a batch, then again in a later batch and a replay.
+    assert store.write_batch(events(one, one), no_updates(), Position(1, 10)) == 1
+    assert (
+        store.write_batch(events(one, Ev("e", "d", T0, "new")), no_updates(), Position(1, 20)) == 1
+    )
+    store = stores.reopen(store)
+    assert store.write_batch(events(one), no_updates(), Position(1, 20)) == 0
+    count, _, _, props = shapes_of(store)["e"]
+    assert count == 2 == len(exported(store, everything()))
+    assert props == {("a", "number"): (1, T0 + 500, T0 + 500)}
+
+
+def test_schema_lists_the_most_frequent_events_first(store: Store) -> None:
+    rows = [Ev(f"e{n}", "d", T0 + i, f"{n}-{i}") for n in range(5) for i in range(n + 1)]
+    store.write_batch(events(*rows), no_updates(), Position(1, 10))
+    assert [s.event for s in store.schema(1, limit=3)] == ["e4", "e3", "e2"]
+    assert [s.count for s in store.schema(1, limit=10)] == [5, 4, 3, 2, 1]
+
+
+def test_activity_counts_events_by_arrival_minute_and_name(store: Store) -> None:
+    minute = 60_000
+    start = T0 - T0 % minute
+    batch = events(
+        Ev("a", "d", start - 500, "1"),  # arrives at start + 0
+        Ev("a", "d", start + 10_000, "2"),
+        Ev("b", "d", start + minute, "3"),
+        Ev("a", "d", start + 3 * minute, "4"),
+        Ev("c", "d", start + 3 * minute + 1, "5"),
+        Ev("a", "d", start, "x", project_id=2),
+    )
+    store.write_batch(batch, no_updates(), Position(1, 10))
+    activity = store.activity(1, start, start + 4 * minute, top=2)
+    assert activity.per_minute == [(start, 2), (start + minute, 1), (start + 3 * minute, 2)]
+    assert activity.top_events == [("a", 3), ("b", 1)]
+    # [from, to): the last minute left out, by arrival time
+    assert store.activity(1, start, start + 3 * minute, top=5).top_events == [("a", 2), ("b", 1)]
+    assert store.activity(3, start, start + 4 * minute, top=5).per_minute == []

@@ -1,5 +1,6 @@
 """Store migrations that need more than SQL: migration 3 builds profiles from the
-updates a store kept before profiles existed."""
+updates a store kept before profiles existed, migration 4 the event schema from the
+events it held."""
 
 from __future__ import annotations
 
@@ -66,5 +67,38 @@ def test_migration_3_folds_updates_kept_before_profiles_existed(tmp_path: Path) 
     try:
         assert _profiles(reopened) == expected
         assert reopened.checkpoint() == Position(1, 500)
+    finally:
+        reopened.close()
+
+
+def test_migration_4_counts_the_events_a_store_held_before_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    store = DuckDBStore(path)
+    n = 5
+    batch = EventBatch(
+        project_id=[1, 1, 1, 2, 1],
+        event=["a", "a", "b", "a", "a"],
+        distinct_id=["d"] * n,
+        time_ms=[1_795_300_000_000 + i for i in range(n)],
+        insert_id=[f"i{i}" for i in range(n)],
+        properties=['{"x":1}', '{"x":"s"}', "{}", '{"y":[1]}', '{"x":2}'],
+        received_ms=[1_795_300_000_000 + i for i in range(n)],
+        endpoint=["track"] * n,
+        lib=[None] * n,
+    )
+    store.write_batch(batch, _updates(), Position(1, 500))
+    expected = {p: store.schema(p, limit=10) for p in (1, 2)}
+    assert [(s.event, s.count) for s in expected[1]] == [("a", 3), ("b", 1)]
+    store.close()
+
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE event_names")
+    con.execute("DROP TABLE event_properties")
+    con.execute("DELETE FROM schema_migrations WHERE version = 4")
+    con.close()
+
+    reopened = DuckDBStore(path)
+    try:
+        assert {p: reopened.schema(p, limit=10) for p in (1, 2)} == expected
     finally:
         reopened.close()
