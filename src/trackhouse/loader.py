@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 from trackhouse.errors import StorageError
 from trackhouse.journal import Journal, Position, read_range
-from trackhouse.journal.records import EventRecord, UpdateRecord, decode
+from trackhouse.journal.records import DeletionRecord, EventRecord, UpdateRecord, decode
 from trackhouse.malloc import release_free_memory
-from trackhouse.storage.base import EventBatch, Store, UpdateBatch
+from trackhouse.storage.base import Deleted, EventBatch, Store, UpdateBatch
 
 log = logging.getLogger(__name__)
 
 READ_BYTES_PER_BATCH = 64 * 1024 * 1024
+KEPT_DELETIONS = 1000
 
 
 @dataclass
@@ -47,6 +48,9 @@ class Loader:
         self._position = start if start is not None else Position(0, 0)
         journal.release(self._position)
         self._progress = threading.Condition()
+        # Outcomes of the latest deletions, by the end of their record (for the
+        # requests waiting on them).
+        self.deletions: dict[Position, Deleted] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -115,6 +119,11 @@ class Loader:
         oldest_received = None
         for record in records:
             content = decode(record.payload)
+            if isinstance(content, DeletionRecord):
+                if taken:  # load what came before it first: the deletion covers it
+                    break
+                self._delete(content, record.end)
+                return 1
             taken += 1
             if isinstance(content, EventRecord):
                 _add_events(events, content)
@@ -128,6 +137,26 @@ class Loader:
         added = self.store.write_batch(events, updates, checkpoint)
         self._advance(checkpoint, len(events), added, oldest_received)
         return taken
+
+    def _delete(self, record: DeletionRecord, end: Position) -> None:
+        deleted = self.store.delete_users(record.project_id, record.distinct_ids, end)
+        log.info(
+            "deleted %d events, %d profiles of %d users in project %d",
+            deleted.events,
+            deleted.profiles,
+            len(record.distinct_ids),
+            record.project_id,
+        )
+        with self._progress:
+            self.deletions[end] = deleted
+            while len(self.deletions) > KEPT_DELETIONS:
+                del self.deletions[next(iter(self.deletions))]
+        self._advance(end, 0, 0, record.received_ms)
+
+    def deleted(self, end: Position) -> Deleted | None:
+        """What the deletion record ending at ``end`` deleted, once it is applied."""
+        with self._progress:
+            return self.deletions.get(end)
 
     def _advance(
         self, checkpoint: Position, offered: int, added: int, oldest_received: int | None

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS projects (
     secret             TEXT    NOT NULL UNIQUE,
     created_at         INTEGER NOT NULL,
     allow_token_import INTEGER NOT NULL DEFAULT 0,
-    events_per_second  INTEGER
+    events_per_second  INTEGER,
+    retention_days     INTEGER
 );
 CREATE TABLE IF NOT EXISTS service_accounts (
     username    TEXT    PRIMARY KEY,
@@ -52,6 +53,7 @@ class Project:
     created_at: int
     allow_token_import: bool = False
     events_per_second: int | None = None
+    retention_days: int | None = None  # events older than this are deleted
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +82,7 @@ class Registry:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            _add_missing_columns(self._db)
         except sqlite3.Error as exc:
             raise ProjectError(f"cannot open the project registry {path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -101,10 +104,10 @@ class Registry:
                 if version == self._version and not force:
                     return
                 projects = [
-                    Project(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6])
+                    Project(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
                     for r in self._db.execute(
                         "SELECT id, name, token, secret, created_at, allow_token_import, "
-                        "events_per_second FROM projects ORDER BY id"
+                        "events_per_second, retention_days FROM projects ORDER BY id"
                     )
                 ]
                 accounts = {
@@ -194,6 +197,7 @@ class Registry:
         name: str | None = None,
         events_per_second: int | None = None,
         allow_token_import: bool | None = None,
+        retention_days: int | None = None,
     ) -> Project:
         if name is not None:
             self._update(project_id, "name = ?", (name,))
@@ -202,6 +206,10 @@ class Registry:
             self._update(project_id, "events_per_second = ?", (events_per_second or None,))
         if allow_token_import is not None:
             self._update(project_id, "allow_token_import = ?", (int(allow_token_import),))
+        if retention_days is not None:
+            if retention_days < 0:
+                raise ProjectError("retention days must be 0 (keep everything) or more")
+            self._update(project_id, "retention_days = ?", (retention_days or None,))
         project = self.get(project_id)
         if project is None:
             raise ProjectError(f"no project with id {project_id}")
@@ -254,6 +262,18 @@ class Registry:
 
     def close(self) -> None:
         self._db.close()
+
+
+# Columns added after the first release: (name, SQL type). A registry written by an
+# older version gets them on open.
+_ADDED_COLUMNS = (("retention_days", "INTEGER"),)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    have = {row[1] for row in db.execute("PRAGMA table_info(projects)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE projects ADD COLUMN {name} {kind}")
 
 
 def _conflict_message(detail: str, project_id: int | None) -> str:

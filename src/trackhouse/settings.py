@@ -89,6 +89,11 @@ class Settings:
         "Per-project ingestion limit in events per second for projects without their own "
         "(0: unlimited).",
     )
+    retention_interval_s: int = _setting(
+        3600,
+        "How often the server deletes events past their project's retention "
+        "(trackhouse projects update ID --retention-days N).",
+    )
     sql_timeout_ms: int = _setting(
         10_000, "Read-only SQL queries (/api/sql, trackhouse query) are stopped after this."
     )

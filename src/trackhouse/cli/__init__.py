@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from trackhouse import __version__
-from trackhouse.cli import export, profiles, projects, query, serve, service_accounts
+from trackhouse.cli import delete, export, profiles, projects, query, serve, service_accounts
 from trackhouse.errors import TrackhouseError
 
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"trackhouse {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, projects, service_accounts, export, profiles, query):
+    for module in (serve, projects, service_accounts, export, profiles, query, delete):
         module.register(commands)
     return parser
 

@@ -38,6 +38,11 @@ def register(commands: Any) -> None:
     update.add_argument("--name")
     update.add_argument("--events-per-second", type=int, help="ingestion limit; 0 removes it")
     update.add_argument(
+        "--retention-days",
+        type=int,
+        help="delete events whose time is older than this many days (0: keep everything)",
+    )
+    update.add_argument(
         "--allow-token-import",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -59,10 +64,13 @@ def _print(projects: list[Project], as_json: bool, single: bool = False) -> None
         value: Any = projects[0].as_dict() if single else [p.as_dict() for p in projects]
         print(json.dumps(value, indent=None if single else 2))
         return
-    print(f"{'ID':>8}  {'NAME':<20} {'TOKEN':<34} {'API SECRET':<34} {'EVENTS/S':>8}")
+    print(
+        f"{'ID':>8}  {'NAME':<20} {'TOKEN':<34} {'API SECRET':<34} {'EVENTS/S':>8} {'KEEP DAYS':>9}"
+    )
     for p in projects:
         limit = str(p.events_per_second or "-")
-        print(f"{p.id:>8}  {p.name[:20]:<20} {p.token:<34} {p.secret:<34} {limit:>8}")
+        keep = str(p.retention_days or "-")
+        print(f"{p.id:>8}  {p.name[:20]:<20} {p.token:<34} {p.secret:<34} {limit:>8} {keep:>9}")
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -104,6 +112,7 @@ def _update(args: argparse.Namespace) -> int:
             name=args.name,
             events_per_second=args.events_per_second,
             allow_token_import=args.allow_token_import,
+            retention_days=args.retention_days,
         )
     finally:
         registry.close()

@@ -47,9 +47,14 @@ def running_server_url(settings: Settings) -> str | None:
 
 
 @contextmanager
-def _server_reply(url: str, path: str, secret: str, params: dict[str, str]) -> Iterator[BinaryIO]:
+def _server_reply(
+    url: str, path: str, secret: str, params: dict[str, str], *, post: bool = False
+) -> Iterator[BinaryIO]:
     query = urllib.parse.urlencode(params)
-    request = urllib.request.Request(f"{url}{path}?{query}")  # noqa: S310 - our own server
+    if post:  # a form body
+        request = urllib.request.Request(f"{url}{path}", data=query.encode(), method="POST")  # noqa: S310 - our own server
+    else:
+        request = urllib.request.Request(f"{url}{path}?{query}")  # noqa: S310 - our own server
     token = base64.b64encode(f"{secret}:".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     try:
@@ -80,14 +85,24 @@ def copy_from_server(
             out.write(chunk)
 
 
-def json_from_server(url: str, path: str, secret: str, params: dict[str, str]) -> Any:
-    with _server_reply(url, path, secret, params) as reply:
+def json_from_server(
+    url: str, path: str, secret: str, params: dict[str, str], *, post: bool = False
+) -> Any:
+    with _server_reply(url, path, secret, params, post=post) as reply:
         return json.loads(reply.read())
 
 
 @contextmanager
 def loaded_store(settings: Settings) -> Iterator[DuckDBStore]:
     """The data directory's store with the journal's backlog loaded into it."""
+    with journaled_store(settings) as (store, _journal, _loader):
+        yield store
+
+
+@contextmanager
+def journaled_store(settings: Settings) -> Iterator[tuple[DuckDBStore, Journal, Loader]]:
+    """The data directory's store, its journal (to append to) and a loader, with the
+    journal's backlog loaded (``loader.catch_up()`` loads what is appended later)."""
     store = DuckDBStore(settings.store_path, memory_limit_mb=settings.store_memory_mb)
     try:
         checkpoint = store.checkpoint()
@@ -97,9 +112,10 @@ def loaded_store(settings: Settings) -> Iterator[DuckDBStore]:
             first_segment=(checkpoint.segment + 1) if checkpoint else 1,
         )
         try:
-            Loader(journal, store, batch_events=settings.loader_batch_events, idle_ms=50).catch_up()
+            loader = Loader(journal, store, batch_events=settings.loader_batch_events, idle_ms=50)
+            loader.catch_up()
+            yield store, journal, loader
         finally:
             journal.close()
-        yield store
     finally:
         store.close()

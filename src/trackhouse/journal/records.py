@@ -1,4 +1,5 @@
-"""What a journal record holds: one request's accepted events or profile updates.
+"""What a journal record holds: one request's accepted events or profile updates, or a
+deletion of users' data.
 
 A record is compact JSON: ``{"k":"ev","r":<received ms>,"e":<endpoint>,"rows":[...]}``,
 each row an :class:`~trackhouse.ingest.validate.Event` as a list. Properties stay JSON
@@ -17,6 +18,7 @@ from trackhouse.ingest.validate import Event
 
 EVENTS = "ev"
 PROFILE_UPDATES = "pu"
+DELETION = "del"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,24 @@ def encode_updates(updates: list[ProfileUpdate], *, received_ms: int) -> bytes:
     return orjson.dumps({"k": PROFILE_UPDATES, "r": received_ms, "rows": updates}, default=tuple)
 
 
-def decode(payload: bytes) -> EventRecord | UpdateRecord | None:
+@dataclass(frozen=True, slots=True)
+class DeletionRecord:
+    """Delete these users' events and profiles: everything the journal held for them
+    before this record (it is applied in journal order, after what came earlier)."""
+
+    received_ms: int
+    project_id: int
+    distinct_ids: list[str]
+
+
+def encode_deletion(project_id: int, distinct_ids: list[str], *, received_ms: int) -> bytes:
+    return orjson.dumps({"k": DELETION, "r": received_ms, "p": project_id, "ids": distinct_ids})
+
+
+Record = EventRecord | UpdateRecord | DeletionRecord
+
+
+def decode(payload: bytes) -> Record | None:
     """The record's content, or None for a kind this version does not load."""
     body = orjson.loads(payload)
     kind = body.get("k")
@@ -51,4 +70,6 @@ def decode(payload: bytes) -> EventRecord | UpdateRecord | None:
         return EventRecord(body["r"], body["e"], body["rows"])
     if kind == PROFILE_UPDATES:
         return UpdateRecord(body["r"], body["rows"])
+    if kind == DELETION:
+        return DeletionRecord(body["r"], body["p"], body["ids"])
     return None

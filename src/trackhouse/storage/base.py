@@ -140,6 +140,20 @@ class Activity:
     top_events: list[tuple[str, int]]  # (name, events), most first
 
 
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    events: int = 0
+    profiles: int = 0
+    profile_updates: int = 0
+
+    def __add__(self, other: Deleted) -> Deleted:
+        return Deleted(
+            self.events + other.events,
+            self.profiles + other.profiles,
+            self.profile_updates + other.profile_updates,
+        )
+
+
 class Store(Protocol):
     def checkpoint(self) -> Position | None:
         """Where in the journal the last stored batch ended; None for a new store."""
@@ -163,6 +177,16 @@ class Store(Protocol):
         """One read-only SELECT over the project's own ``events``, ``profiles`` and
         ``group_profiles``; anything else (another project's rows, writes, files) is
         refused with SqlRefused, and so is a query running past ``timeout_s``."""
+
+    def delete_users(
+        self, project_id: int, distinct_ids: Sequence[str], checkpoint: Position
+    ) -> Deleted:
+        """Delete the users' events, user profiles and kept profile updates, and the
+        events from the schema counts, atomically with the checkpoint."""
+
+    def expire(self, project_id: int, before_ms: int) -> int:
+        """Delete the project's events whose time is before ``before_ms`` (retention);
+        the number deleted."""
 
     def schema(self, project_id: int, *, limit: int) -> list[EventShape]:
         """The project's event names (the ``limit`` most frequent, most first), each with

@@ -24,6 +24,7 @@ from trackhouse.ingest.profile_ops import Profile, apply_update
 from trackhouse.journal.segments import Position
 from trackhouse.storage.base import (
     Activity,
+    Deleted,
     EventBatch,
     EventShape,
     ExportQuery,
@@ -193,10 +194,7 @@ class DuckDBStore:
                     applied = _load_checkpoint(con)
                     _execute_with(con, "updates", update_table, _INSERT_UPDATES)
                     _apply_updates(con, _fresh_updates(updates, applied))
-                con.execute(
-                    "INSERT OR REPLACE INTO load_checkpoint VALUES (1, ?, ?)",
-                    [checkpoint.segment, checkpoint.offset],
-                )
+                _save_checkpoint(con, checkpoint)
                 con.execute("COMMIT")
             except Exception as exc:
                 # Whatever failed, end the transaction: left open, it would make every
@@ -277,6 +275,59 @@ class DuckDBStore:
             raise StorageError(f"profile query failed: {exc}") from exc
         finally:
             cursor.close()
+
+    def delete_users(
+        self, project_id: int, distinct_ids: Sequence[str], checkpoint: Position
+    ) -> Deleted:
+        ids = list(distinct_ids)
+        mine = "project_id = ? AND list_contains(?, distinct_id)"
+        with self._write_lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                _uncount_shapes(
+                    con,
+                    f"SELECT project_id, event, received_at, properties FROM events WHERE {mine}",  # noqa: S608
+                    [project_id, ids],
+                )
+                deleted = Deleted(
+                    _deleted(con, f"DELETE FROM events WHERE {mine}", [project_id, ids]),  # noqa: S608
+                    _deleted(
+                        con,
+                        "DELETE FROM profiles WHERE project_id = ? AND group_key = '' "
+                        "AND list_contains(?, profile_id)",
+                        [project_id, ids],
+                    ),
+                    _deleted(
+                        con,
+                        f"DELETE FROM profile_updates WHERE {mine} AND kind = 'user'",  # noqa: S608
+                        [project_id, ids],
+                    ),
+                )
+                _save_checkpoint(con, checkpoint)
+                con.execute("COMMIT")
+            except Exception as exc:
+                _rollback(con)
+                raise StorageError(f"could not remove the users' data: {exc}") from exc
+        return deleted
+
+    def expire(self, project_id: int, before_ms: int) -> int:
+        old = "project_id = ? AND time < epoch_ms(?)"
+        with self._write_lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                _uncount_shapes(
+                    con,
+                    f"SELECT project_id, event, received_at, properties FROM events WHERE {old}",  # noqa: S608
+                    [project_id, before_ms],
+                )
+                count = _deleted(con, f"DELETE FROM events WHERE {old}", [project_id, before_ms])  # noqa: S608
+                con.execute("COMMIT")
+            except Exception as exc:
+                _rollback(con)
+                raise StorageError(f"cannot delete expired events: {exc}") from exc
+        return count
 
     def schema(self, project_id: int, *, limit: int) -> list[EventShape]:
         cursor = self._cursor()
@@ -386,24 +437,56 @@ def _count_added(con: duckdb.DuckDBPyConnection, added_keys: pa.Table, *, all_ad
         con.unregister("added_keys")
 
 
-def _count_shapes(con: duckdb.DuckDBPyConnection, rows: str) -> None:
+def _property_rows(rows: str) -> str:
+    """One row per top-level property of each event of ``rows`` (fixed SQL selecting
+    project_id, event, received_at, properties): its name and JSON kind.
+
+    Names and values' JSON text side by side: one parse for the names, one for the
+    values (json_structure or json_type would parse each value again, which costs as
+    much as the rest of the load); the kind is read off the value's first character."""
+    return (
+        f"SELECT project_id, event, received_at, property, {_KIND} AS kind FROM "  # noqa: S608
+        "(SELECT project_id, event, received_at, unnest(json_keys(properties)) AS property, "
+        "unnest(list_transform(json_extract(properties, '$.*'), lambda v: left(v::VARCHAR, 1))) "
+        f"AS type FROM ({rows}))"
+    )
+
+
+def _count_shapes(con: duckdb.DuckDBPyConnection, rows: str, params: Sequence[Any] = ()) -> None:
     """Add events to the schema counts: ``rows``, fixed SQL selecting project_id, event,
     received_at and properties of the events to count."""
     con.execute(
         "INSERT INTO event_names SELECT project_id, event, count(*), min(received_at), "  # noqa: S608
-        f"max(received_at) FROM ({rows}) GROUP BY ALL {_ADD_COUNTS}"
+        f"max(received_at) FROM ({rows}) GROUP BY ALL {_ADD_COUNTS}",
+        params,
     )
-    # Each event's top-level property names and their values' JSON text, side by side:
-    # one parse for the names, one for the values (json_structure or json_type would
-    # parse each value again, which costs as much as the rest of the load).
     con.execute(
-        "INSERT INTO event_properties SELECT project_id, event, property, "  # noqa: S608
-        f"{_KIND} AS kind, count(*), min(received_at), max(received_at) FROM "
-        "(SELECT project_id, event, received_at, unnest(json_keys(properties)) AS property, "
-        "unnest(list_transform(json_extract(properties, '$.*'), lambda v: left(v::VARCHAR, 1))) "
-        f"AS type FROM ({rows})) GROUP BY project_id, event, property, kind "
-        f"{_ADD_COUNTS}"
+        "INSERT INTO event_properties SELECT project_id, event, property, kind, count(*), "  # noqa: S608
+        f"min(received_at), max(received_at) FROM ({_property_rows(rows)}) GROUP BY ALL "
+        f"{_ADD_COUNTS}",
+        params,
     )
+
+
+def _uncount_shapes(con: duckdb.DuckDBPyConnection, rows: str, params: Sequence[Any] = ()) -> None:
+    """Take events about to be deleted out of the schema counts (``rows`` as for
+    _count_shapes); names and properties no event has any more go. First and last
+    seen stay as they were: they say when events arrived, not which are left."""
+    con.execute(
+        "UPDATE event_names AS n SET count = n.count - d.n FROM (SELECT project_id, event, "  # noqa: S608
+        f"count(*) AS n FROM ({rows}) GROUP BY ALL) AS d "
+        "WHERE n.project_id = d.project_id AND n.event = d.event",
+        params,
+    )
+    con.execute(
+        "UPDATE event_properties AS p SET count = p.count - d.n FROM (SELECT project_id, "  # noqa: S608
+        f"event, property, kind, count(*) AS n FROM ({_property_rows(rows)}) GROUP BY ALL) "
+        "AS d WHERE p.project_id = d.project_id AND p.event = d.event "
+        "AND p.property = d.property AND p.type = d.kind",
+        params,
+    )
+    con.execute("DELETE FROM event_names WHERE count <= 0")
+    con.execute("DELETE FROM event_properties WHERE count <= 0")
 
 
 def _count_all_shapes(con: duckdb.DuckDBPyConnection) -> None:
@@ -453,6 +536,19 @@ def _execute_with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sq
         con.execute(sql)
     finally:
         con.unregister(name)
+
+
+def _save_checkpoint(con: duckdb.DuckDBPyConnection, checkpoint: Position) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO load_checkpoint VALUES (1, ?, ?)",
+        [checkpoint.segment, checkpoint.offset],
+    )
+
+
+def _deleted(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> int:
+    """Run a DELETE; how many rows it deleted."""
+    row = _one(con.execute(sql, params))
+    return int(row[0]) if row else 0
 
 
 def _load_checkpoint(con: duckdb.DuckDBPyConnection) -> Position | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from trackhouse.errors import PayloadTooLarge, RequestError, TrackhouseError
 from trackhouse.settings import Settings
 from trackhouse.web import console, responses, system
+from trackhouse.web.deletion import handle_deletion
 from trackhouse.web.engage import handle_engage, handle_groups
 from trackhouse.web.export import handle_export
 from trackhouse.web.http import Receive, Request, Response, Scope, Send
@@ -52,6 +53,7 @@ ROUTES: dict[str, Route] = {
     "/api/2.0/export": Route(_GET, streamer=handle_export),
     "/api/2.0/engage": Route(frozenset({"GET", "POST"}), handle_profile_query, cors=False),
     "/api/sql": Route(frozenset({"GET", "POST"}), handle_sql, cors=False),
+    "/api/data-deletions": Route(frozenset({"POST"}), handle_deletion, cors=False),
     "/export": Route(_GET, streamer=handle_export),
     "/decide": Route(_TRACK_METHODS, system.handle_decide),
     "/flags": Route(_TRACK_METHODS, system.handle_flags),
@@ -115,6 +117,7 @@ class TrackhouseApp:
         self._loop = asyncio.get_running_loop()
         self.services = Services.open(self.settings)
         self.services.loader.start()
+        self.services.retention.start()
         self._write_server_file()
 
     def begin_shutdown(self) -> None:

@@ -143,9 +143,10 @@ def plain_error(status: int, message: str, *, headers: Sequence[tuple[str, str]]
     return Response(status, message.encode(), PLAIN, list(headers))
 
 
-def query_error(status: int, message: str) -> Response:
+def query_error(status: int, message: str, *, retry_after: int | None = None) -> Response:
     """Errors of the JSON query APIs (/api/2.0/engage), in Mixpanel's shape."""
-    return Response(status, orjson.dumps({"error": message, "status": "error"}), JSON)
+    headers = [] if retry_after is None else [("retry-after", str(retry_after))]
+    return Response(status, orjson.dumps({"error": message, "status": "error"}), JSON, headers)
 
 
 def json_reply(

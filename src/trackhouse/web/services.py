@@ -12,6 +12,7 @@ from trackhouse.loader import Loader
 from trackhouse.projects import Registry
 from trackhouse.query.profiles import ProfileSessions
 from trackhouse.ratelimit import RateLimiter
+from trackhouse.retention import Retention
 from trackhouse.settings import Settings
 from trackhouse.storage.duckdb import DuckDBStore
 from trackhouse.web.sessions import ConsoleSessions
@@ -30,6 +31,7 @@ class Services:
     profile_sessions: ProfileSessions
     live: LiveFeed
     console_sessions: ConsoleSessions
+    retention: Retention
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -67,6 +69,7 @@ class Services:
             ProfileSessions(),
             LiveFeed(),
             ConsoleSessions(),
+            Retention(registry, store, interval_s=settings.retention_interval_s),
         )
 
     def token_resolver(self) -> Callable[[str], int | None]:
@@ -93,6 +96,7 @@ class Services:
     def close(self) -> None:
         """Close in reverse order: no new appends, drain the loader, then the store."""
         self.live.close()
+        self.retention.stop()
         self.journal.close()
         self.loader.stop()
         self.store.close()
