@@ -65,6 +65,13 @@ function stop() {
 
 function showSignIn() {
   stop();
+  // Leave nothing of the last project on the page.
+  overview = null;
+  schema = null;
+  for (const id of ["chart", "stream", "schema"]) $(id).replaceChildren();
+  $("top-events").tBodies[0].replaceChildren();
+  $("total").textContent = "0";
+  $("stream-note").textContent = "";
   $("console").hidden = true;
   $("signout").hidden = true;
   $("signin-panel").hidden = false;
@@ -192,7 +199,7 @@ function drawChart() {
     });
     if (i === minutes.length - 1) bar.classList.add("now");
     const title = svg("title", {});
-    title.textContent = `${time(m.t)}: ${m.count} events`;
+    title.textContent = `${time(m.t)}: ${plural(m.count, "event")}`;
     bar.append(title);
     return bar;
   });
@@ -203,6 +210,15 @@ function drawChart() {
   $("chart-end").textContent = "now";
 }
 
+function bar(fraction) {
+  // Through the CSSOM: the page's CSP refuses style attributes.
+  const node = el("span", { class: "bar" });
+  node.style.width = `${Math.round(fraction * 80)}px`;
+  return node;
+}
+
+const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;
+
 function drawTop() {
   const body = $("top-events").tBodies[0];
   const most = Math.max(1, ...overview.top_events.map((t) => t.count));
@@ -211,7 +227,7 @@ function drawTop() {
       el(
         "tr",
         { dataset: { event: t.event, count: t.count } },
-        el("td", {}, el("span", { class: "bar", style: `width:${Math.round((t.count / most) * 80)}px` }), t.event),
+        el("td", {}, bar(t.count / most), t.event),
         el("td", { class: "num", text: t.count.toLocaleString() }),
       ),
     ),
@@ -256,7 +272,7 @@ function drawSchema() {
       const details = el(
         "details",
         { dataset: { event: e.event, count: e.count } },
-        el("summary", {}, el("strong", { text: e.event }), el("span", { class: "muted", text: ` · ${e.count.toLocaleString()} events · first seen ${stamp(e.first_seen)} · last seen ${stamp(e.last_seen)}` })),
+        el("summary", {}, el("strong", { text: e.event }), el("span", { class: "muted", text: ` · ${plural(e.count, "event")} · first seen ${stamp(e.first_seen)} · last seen ${stamp(e.last_seen)}` })),
         el(
           "table",
           {},
