@@ -37,7 +37,15 @@ async def query_params(request: Request) -> dict[str, str]:
             parsed = orjson.loads(body)
             if not isinstance(parsed, dict):
                 raise PayloadError('send a JSON object, e.g. {"sql": "SELECT ..."}')
-            params.update({str(k): str(v) for k, v in parsed.items() if v is not None})
+            # Values as a form would carry them: a list or object as its JSON text
+            # (distinct_ids=["a","b"]), not Python's repr of it.
+            params.update(
+                {
+                    str(k): v if isinstance(v, str) else orjson.dumps(v).decode()
+                    for k, v in parsed.items()
+                    if v is not None
+                }
+            )
         else:
             params.update(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
