@@ -47,7 +47,9 @@ class Settings:
         "Journal bytes not yet loaded into the store above which ingestion answers 503.",
     )
     loader_batch_events: int = _setting(
-        20_000, "Most events the loader writes to the store in one transaction."
+        50_000,
+        "Most events the loader writes to the store in one transaction (bigger batches "
+        "load faster per event and take more memory while loading).",
     )
     store_memory_mb: int = _setting(
         64,

@@ -113,6 +113,8 @@ _SCHEMA = pa.schema(
 )
 
 
+CHECKPOINT_THRESHOLD = "128MB"
+
 # Memory an index (ART) takes per row, a little above what DuckDB 2.0 uses for the
 # 16-byte dedup key: enough to size the memory limit before the index is loaded.
 _INDEX_BYTES_PER_ROW = 64
@@ -127,7 +129,13 @@ class DuckDBStore:
         self._limit_mb = 0
         # No files, network or ATTACH from SQL: the store never needs them, and the
         # read-only SQL endpoint must not have them (storage/duckdb_sql.py).
-        config: dict[str, Any] = {"enable_external_access": False}
+        config: dict[str, Any] = {
+            "enable_external_access": False,
+            # DuckDB checkpoints (rewrites the tables from the WAL) every 16 MB of WAL by
+            # default: with loader batches of tens of MB that is every batch or two, and
+            # loading costs half as much again. A bigger WAL costs a longer replay at start.
+            "checkpoint_threshold": CHECKPOINT_THRESHOLD,
+        }
         if memory_limit_mb > 0:
             # Sorts and joins that outgrow the limit spill here instead of failing;
             # without external access DuckDB has no spill directory unless it is named.
