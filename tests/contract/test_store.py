@@ -19,6 +19,7 @@ from trackhouse.journal.segments import Position
 from trackhouse.query.where import parse_where
 from trackhouse.storage.base import (
     USERS,
+    Deleted,
     EventBatch,
     ExportQuery,
     ExportRow,
@@ -679,3 +680,57 @@ def test_activity_counts_events_by_arrival_minute_and_name(store: Store) -> None
     # [from, to): the last minute left out, by arrival time
     assert store.activity(1, start, start + 3 * minute, top=5).top_events == [("a", 2), ("b", 1)]
     assert store.activity(3, start, start + 4 * minute, top=5).per_minute == []
+
+
+# -- deleting users' data, retention ---------------------------------------------------------------
+def test_delete_users_removes_their_events_profiles_and_updates_atomically(
+    stores: Stores,
+) -> None:
+    store = stores.open()
+    store.write_batch(
+        events(
+            Ev("a", "gone", T0, "1", properties='{"x":1}'),
+            Ev("b", "gone", T0 + 1, "2", properties='{"y":"s"}'),
+            Ev("a", "kept", T0 + 2, "3", properties='{"x":2}'),
+            Ev("a", "gone", T0, "4", project_id=2),
+        ),
+        updates(
+            Up("$set", {"p": 1}, profile_id="gone"),
+            Up("$set", {"p": 2}, profile_id="kept"),
+            Up("$set", {"p": 3}, profile_id="gone", group_key="company"),  # a group, kept
+            Up("$set", {"p": 4}, profile_id="gone", project_id=2),
+        ),
+        Position(1, 100),
+    )
+    deleted = store.delete_users(1, ["gone", "absent"], Position(1, 200))
+    assert deleted == Deleted(events=2, profiles=1, profile_updates=1)
+    assert store.checkpoint() == Position(1, 200)
+    assert [r.insert_id for r in exported(store, everything())] == ["3"]
+    assert set(profiles_of(store)) == {"kept"}
+    assert list(profiles_of(store, 1, "company")) == ["gone"]
+    assert len(exported(store, everything(2))) == 1
+    assert profiles_of(store, 2) == {"gone": {"p": 4}}
+    schema = shapes_of(store)
+    assert set(schema) == {"a"}
+    assert schema["a"][0] == 1
+    assert set(schema["a"][3]) == {("x", "number")}
+    store = stores.reopen(store)
+    assert store.delete_users(1, ["gone"], Position(1, 300)) == Deleted()
+
+
+def test_expire_deletes_a_projects_events_older_than_a_time(store: Store) -> None:
+    store.write_batch(
+        events(
+            Ev("old", "d", T0, "1"),
+            Ev("old", "d", T0 + 999, "2"),
+            Ev("new", "d", T0 + 1000, "3"),
+            Ev("old", "d", T0, "4", project_id=2),
+        ),
+        no_updates(),
+        Position(1, 10),
+    )
+    assert store.expire(1, T0 + 1000) == 2
+    assert store.expire(1, T0 + 1000) == 0
+    assert [r.insert_id for r in exported(store, everything())] == ["3"]
+    assert set(shapes_of(store)) == {"new"}
+    assert len(exported(store, everything(2))) == 1

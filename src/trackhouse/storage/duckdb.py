@@ -292,6 +292,7 @@ class DuckDBStore:
         with self._write_lock:
             con = self._con
             try:
+                self._fit_memory_limit()  # deleting touches the index too
                 con.execute("BEGIN")
                 _uncount_shapes(
                     con,
@@ -324,6 +325,7 @@ class DuckDBStore:
         with self._write_lock:
             con = self._con
             try:
+                self._fit_memory_limit()  # deleting touches the index too
                 con.execute("BEGIN")
                 _uncount_shapes(
                     con,
