@@ -57,6 +57,7 @@ class LiveFeed:
     def __init__(self) -> None:
         self._watchers: dict[int, set[Watcher]] = defaultdict(set)
         self.closed = False
+        self.closing = asyncio.Event()  # set by close(), for senders stuck on a reader
 
     def watch(self, project_id: int) -> Watcher:
         watcher = Watcher(project_id)
@@ -91,6 +92,7 @@ class LiveFeed:
     def close(self) -> None:
         """End every stream (the server is stopping)."""
         self.closed = True
+        self.closing.set()
         for watchers in self._watchers.values():
             for watcher in watchers:
                 if watcher.queue.full():  # it still has to end: drop its oldest message

@@ -14,6 +14,7 @@ from trackhouse.malloc import limit_arenas
 from trackhouse.projects import Registry
 from trackhouse.settings import Settings
 from trackhouse.web.app import create_app
+from trackhouse.web.console import STREAM_PATH
 
 
 def register(commands: Any) -> None:
@@ -44,6 +45,23 @@ def ensure_default_project(settings: Settings) -> None:
         f"  API secret:  {project.secret}   (for /import and the export API; keep it secret)",
         flush=True,
     )
+
+
+# After a stop signal, how long the console's streams have to end by themselves.
+STREAM_GRACE_S = 0.5
+
+
+def _drop_streams(server: uvicorn.Server) -> None:
+    """Close what is left of the console's event streams at once. They have ended, but
+    a reader that stopped reading leaves bytes in the connection's buffer, and asyncio
+    closes a connection only once its buffer is sent: the server would wait for
+    timeout_graceful_shutdown. (uvicorn keeps no public handle on its connections;
+    without these attributes, that timeout still ends the wait.)"""
+    for connection in list(server.server_state.connections):
+        scope = getattr(getattr(connection, "cycle", None), "scope", None) or {}
+        transport = getattr(connection, "transport", None)
+        if scope.get("path") == STREAM_PATH and transport is not None:
+            transport.abort()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     def stop(sig: int, frame: FrameType | None) -> None:
         app.begin_shutdown()
         handle_exit(sig, frame)
+        if app.loop is not None:
+            app.loop.call_soon_threadsafe(
+                app.loop.call_later, STREAM_GRACE_S, _drop_streams, server
+            )
 
     server.handle_exit = stop  # type: ignore[method-assign]
     server.run()

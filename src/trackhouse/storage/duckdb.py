@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,11 @@ from trackhouse.storage.base import (
     SqlResult,
     UpdateBatch,
 )
+from trackhouse.storage.duckdb_schema import count_all, count_batch, registered, uncount_rows
 from trackhouse.storage.duckdb_sql import reserved_names, run_readonly
 from trackhouse.storage.duckdb_where import Column, compile_where
+
+log = logging.getLogger(__name__)
 
 EXPORT_CHUNK_ROWS = 5000
 
@@ -115,6 +120,9 @@ _SCHEMA = pa.schema(
 
 CHECKPOINT_THRESHOLD = "128MB"
 
+# Added to the memory limit while writing (see DuckDBStore._write_memory).
+WRITE_HEADROOM_MB = 128
+
 # Memory an index (ART) takes per row, a little above what DuckDB 2.0 uses for the
 # 16-byte dedup key: enough to size the memory limit before the index is loaded.
 _INDEX_BYTES_PER_ROW = 64
@@ -126,7 +134,6 @@ class DuckDBStore:
         top of its indexes (0: DuckDB's default, 80% of RAM, indexes included)."""
         self.path = path
         self._working_mb = memory_limit_mb
-        self._limit_mb = 0
         # No files, network or ATTACH from SQL: the store never needs them, and the
         # read-only SQL endpoint must not have them (storage/duckdb_sql.py).
         config: dict[str, Any] = {
@@ -152,13 +159,18 @@ class DuckDBStore:
             raise StorageError(f"cannot open the store {path}: {exc}") from exc
         self._write_lock = threading.Lock()
 
-    def _fit_memory_limit(self) -> None:
-        """Before a write, make room for the indexes on top of the working budget:
+    @contextmanager
+    def _write_memory(self) -> Iterator[None]:
+        """The memory limit for one write: the working budget, plus the indexes, plus
+        WRITE_HEADROOM_MB; then back to the budget plus the indexes.
+
         DuckDB cannot evict an index, and an insert that needs more index memory than
-        the limit leaves fails with out-of-memory instead of spilling. Indexes load on
-        the first write, and DuckDB does not report their size, so it is estimated from
-        the row counts. A store that is only read keeps the working budget alone."""
+        the limit leaves fails with out-of-memory instead of spilling; its JSON
+        functions (the schema counts) want room too. Indexes load on the first write,
+        and DuckDB does not report their size, so it is estimated from the row counts.
+        Between writes, reads (exports) live within the budget."""
         if self._working_mb <= 0:
+            yield
             return
         loaded, rows = _one(
             self._con.execute(
@@ -168,11 +180,16 @@ class DuckDBStore:
             )
         ) or (0, 0)
         index_mb = max(int(loaded), int(rows) * _INDEX_BYTES_PER_ROW) * 5 // 4 >> 20
-        wanted = self._working_mb + index_mb
-        # Only ever raised while open, and in steps, not on every batch.
-        if wanted > self._limit_mb:
-            self._limit_mb = wanted + self._working_mb // 4
-            self._con.execute(f"SET memory_limit = '{self._limit_mb}MB'")
+        self._con.execute(
+            f"SET memory_limit = '{self._working_mb + index_mb + WRITE_HEADROOM_MB}MB'"
+        )
+        try:
+            yield
+        finally:
+            try:
+                self._con.execute(f"SET memory_limit = '{self._working_mb + index_mb}MB'")
+            except duckdb.Error as exc:  # it stays higher until the next write
+                log.warning("could not lower the store's memory limit: %s", exc)
 
     def checkpoint(self) -> Position | None:
         try:
@@ -183,21 +200,20 @@ class DuckDBStore:
     def write_batch(self, events: EventBatch, updates: UpdateBatch, checkpoint: Position) -> int:
         event_table = _table(events, _SCHEMA) if len(events) else None
         update_table = _table(updates, _UPDATE_SCHEMA) if len(updates) else None
-        with self._write_lock:
+        with self._write_lock, self._write_memory():
             con = self._con
             try:
-                self._fit_memory_limit()
                 con.execute("BEGIN")
                 added = 0
                 if event_table is not None:
-                    con.register("batch", event_table)
-                    try:
+                    with registered(con, "batch", event_table):
                         # sql(), not execute(): its Arrow result is not copied again.
                         added_keys = con.sql(_INSERT).to_arrow_table()
-                        added = added_keys.num_rows
-                        _count_added(con, added_keys, all_added=added == len(events))
-                    finally:
-                        con.unregister("batch")
+                    added = added_keys.num_rows
+                    fresh = event_table
+                    if added < len(events):  # some were duplicates
+                        fresh = _added_rows(con, event_table, added_keys)
+                    count_batch(con, fresh)
                 if update_table is not None:
                     applied = _load_checkpoint(con)
                     _execute_with(con, "updates", update_table, _INSERT_UPDATES)
@@ -289,16 +305,11 @@ class DuckDBStore:
     ) -> Deleted:
         ids = list(distinct_ids)
         mine = "project_id = ? AND list_contains(?, distinct_id)"
-        with self._write_lock:
+        with self._write_lock, self._write_memory():
             con = self._con
             try:
-                self._fit_memory_limit()  # deleting touches the index too
                 con.execute("BEGIN")
-                _uncount_shapes(
-                    con,
-                    f"SELECT project_id, event, received_at, properties FROM events WHERE {mine}",  # noqa: S608
-                    [project_id, ids],
-                )
+                uncount_rows(con, mine, [project_id, ids])
                 deleted = Deleted(
                     _deleted(con, f"DELETE FROM events WHERE {mine}", [project_id, ids]),  # noqa: S608
                     _deleted(
@@ -322,16 +333,11 @@ class DuckDBStore:
 
     def expire(self, project_id: int, before_ms: int) -> int:
         old = "project_id = ? AND time < epoch_ms(?)"
-        with self._write_lock:
+        with self._write_lock, self._write_memory():
             con = self._con
             try:
-                self._fit_memory_limit()  # deleting touches the index too
                 con.execute("BEGIN")
-                _uncount_shapes(
-                    con,
-                    f"SELECT project_id, event, received_at, properties FROM events WHERE {old}",  # noqa: S608
-                    [project_id, before_ms],
-                )
+                uncount_rows(con, old, [project_id, before_ms])
                 count = _deleted(con, f"DELETE FROM events WHERE {old}", [project_id, before_ms])  # noqa: S608
                 con.execute("COMMIT")
             except Exception as exc:
@@ -410,98 +416,15 @@ class DuckDBStore:
                 raise StorageError(f"cannot close the store: {exc}") from exc
 
 
-# ---- the event schema (Lexicon) -------------------------------------------------------
-
-# A JSON value's type from its first character: no second parse of the value.
-_KIND = """CASE type
-    WHEN '"' THEN 'string' WHEN '[' THEN 'list' WHEN '{' THEN 'object' WHEN 't' THEN 'boolean'
-    WHEN 'f' THEN 'boolean' WHEN 'n' THEN 'null' ELSE 'number' END"""
-
-_ADD_COUNTS = """ON CONFLICT DO UPDATE SET count = count + excluded.count,
-    first_seen = least(first_seen, excluded.first_seen),
-    last_seen = greatest(last_seen, excluded.last_seen)"""
-
-
-def _count_added(con: duckdb.DuckDBPyConnection, added_keys: pa.Table, *, all_added: bool) -> None:
-    """Count the events of ``batch`` that were added (``added_keys``) in the schema.
-
-    Usually that is every one; when some were duplicates, each added key's first row."""
-    if not added_keys.num_rows:
-        return
-    if all_added:
-        _count_shapes(
-            con,
-            "SELECT project_id, event, epoch_ms(received_ms) AS received_at, properties FROM batch",
-        )
-        return
-    con.register("added_keys", added_keys)
-    try:
-        _count_shapes(
-            con,
-            "SELECT DISTINCT ON (hi, lo) * FROM (SELECT project_id, event, "  # noqa: S608
-            "epoch_ms(received_ms) AS received_at, properties, "
-            f"{_KEY_HALVES.format(key=_DEDUP_KEY)} FROM batch) "
-            "SEMI JOIN added_keys USING (hi, lo)",
-        )
-    finally:
-        con.unregister("added_keys")
-
-
-def _property_rows(rows: str) -> str:
-    """One row per top-level property of each event of ``rows`` (fixed SQL selecting
-    project_id, event, received_at, properties): its name and JSON kind.
-
-    Names and values' JSON text side by side: one parse for the names, one for the
-    values (json_structure or json_type would parse each value again, which costs as
-    much as the rest of the load); the kind is read off the value's first character."""
-    return (
-        f"SELECT project_id, event, received_at, property, {_KIND} AS kind FROM "  # noqa: S608
-        "(SELECT project_id, event, received_at, unnest(json_keys(properties)) AS property, "
-        "unnest(list_transform(json_extract(properties, '$.*'), lambda v: left(v::VARCHAR, 1))) "
-        f"AS type FROM ({rows}))"
-    )
-
-
-def _count_shapes(con: duckdb.DuckDBPyConnection, rows: str, params: Sequence[Any] = ()) -> None:
-    """Add events to the schema counts: ``rows``, fixed SQL selecting project_id, event,
-    received_at and properties of the events to count."""
-    con.execute(
-        "INSERT INTO event_names SELECT project_id, event, count(*), min(received_at), "  # noqa: S608
-        f"max(received_at) FROM ({rows}) GROUP BY ALL {_ADD_COUNTS}",
-        params,
-    )
-    con.execute(
-        "INSERT INTO event_properties SELECT project_id, event, property, kind, count(*), "  # noqa: S608
-        f"min(received_at), max(received_at) FROM ({_property_rows(rows)}) GROUP BY ALL "
-        f"{_ADD_COUNTS}",
-        params,
-    )
-
-
-def _uncount_shapes(con: duckdb.DuckDBPyConnection, rows: str, params: Sequence[Any] = ()) -> None:
-    """Take events about to be deleted out of the schema counts (``rows`` as for
-    _count_shapes); names and properties no event has any more go. First and last
-    seen stay as they were: they say when events arrived, not which are left."""
-    con.execute(
-        "UPDATE event_names AS n SET count = n.count - d.n FROM (SELECT project_id, event, "  # noqa: S608
-        f"count(*) AS n FROM ({rows}) GROUP BY ALL) AS d "
-        "WHERE n.project_id = d.project_id AND n.event = d.event",
-        params,
-    )
-    con.execute(
-        "UPDATE event_properties AS p SET count = p.count - d.n FROM (SELECT project_id, "  # noqa: S608
-        f"event, property, kind, count(*) AS n FROM ({_property_rows(rows)}) GROUP BY ALL) "
-        "AS d WHERE p.project_id = d.project_id AND p.event = d.event "
-        "AND p.property = d.property AND p.type = d.kind",
-        params,
-    )
-    con.execute("DELETE FROM event_names WHERE count <= 0")
-    con.execute("DELETE FROM event_properties WHERE count <= 0")
-
-
-def _count_all_shapes(con: duckdb.DuckDBPyConnection) -> None:
-    """Count every stored event (migration 4, for stores written before the schema)."""
-    _count_shapes(con, "SELECT project_id, event, received_at, properties FROM events")
+def _added_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table, added_keys: pa.Table) -> pa.Table:
+    """The rows of ``batch`` the store added (``added_keys``): the first of each key."""
+    indexed = batch.append_column("i", pa.array(range(batch.num_rows), pa.int64()))
+    with registered(con, "indexed", indexed), registered(con, "added_keys", added_keys):
+        picked = con.execute(
+            f"SELECT min(i) FROM (SELECT i, {_KEY_HALVES.format(key=_DEDUP_KEY)} "  # noqa: S608
+            "FROM indexed) SEMI JOIN added_keys USING (hi, lo) GROUP BY hi, lo"
+        ).fetchall()
+    return batch.take(pa.array(sorted(row[0] for row in picked), pa.int64()))
 
 
 def _slices(
@@ -541,11 +464,8 @@ def _table(batch: EventBatch | UpdateBatch, schema: pa.Schema) -> pa.Table:
 
 
 def _execute_with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:
-    con.register(name, table)
-    try:
+    with registered(con, name, table):
         con.execute(sql)
-    finally:
-        con.unregister(name)
 
 
 def _save_checkpoint(con: duckdb.DuckDBPyConnection, checkpoint: Position) -> None:
@@ -630,14 +550,11 @@ def _apply_updates(con: duckdb.DuckDBPyConnection, updates: list[_Update]) -> No
     if not updates:
         return
     keys = list(dict.fromkeys((u[0], u[1], u[2]) for u in updates))
-    con.register("profile_keys", _columns(_PROFILE_KEYS, list(zip(*keys, strict=True))))
-    try:
+    with registered(con, "profile_keys", _columns(_PROFILE_KEYS, list(zip(*keys, strict=True)))):
         stored = con.execute(
             "SELECT p.project_id, p.group_key, p.profile_id, p.properties FROM profiles p "
             "JOIN profile_keys k USING (project_id, group_key, profile_id)"
         ).fetchall()
-    finally:
-        con.unregister("profile_keys")
     existing = {(r[0], r[1], r[2]): r[3] for r in stored}
     state: dict[_Key, Profile | None] = {}
     updated_ms: dict[_Key, int] = {}
@@ -708,7 +625,7 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 
 # Steps SQL cannot do, run in the same transaction as the numbered migration.
-_AFTER_MIGRATION = {3: _fold_all_updates, 4: _count_all_shapes}
+_AFTER_MIGRATION = {3: _fold_all_updates, 4: count_all}
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 

@@ -68,7 +68,7 @@ ROUTES: dict[str, Route] = {
     ),
     "/console/api/overview": Route(_GET, console.handle_overview, cors=False),
     "/console/api/schema": Route(_GET, console.handle_schema, cors=False),
-    "/console/api/stream": Route(_GET, streamer=console.handle_stream, cors=False),
+    console.STREAM_PATH: Route(_GET, streamer=console.handle_stream, cors=False),
 }
 
 _CORS_ALLOW_HEADERS = "Content-Type, Authorization, traceparent"
@@ -119,6 +119,11 @@ class TrackhouseApp:
         self.services.loader.start()
         self.services.retention.start()
         self._write_server_file()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the app runs on, once started."""
+        return self._loop
 
     def begin_shutdown(self) -> None:
         """The server was told to stop (from its signal handler): end the live streams

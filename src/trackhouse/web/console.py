@@ -27,6 +27,7 @@ from trackhouse.web.services import Services
 from trackhouse.web.sessions import COOKIE, SESSION_S, cookie_value
 
 HEARTBEAT_S = 15.0  # keeps proxies from closing an idle stream
+SEND_TIMEOUT_S = 30.0  # a reader that takes nothing for this long is let go
 
 # The page loads nothing from elsewhere and may not be framed.
 _PAGE_HEADERS = [
@@ -45,6 +46,7 @@ _ASSETS = {
     "/console/console.css": ("console.css", "text/css; charset=utf-8"),
 }
 ASSET_PATHS = tuple(_ASSETS)
+STREAM_PATH = "/console/api/stream"
 _SIGNED_OUT = "sign in with the project's API secret"
 
 
@@ -61,6 +63,7 @@ async def handle_asset(request: Request, services: Services) -> Response:
 # -- who is asking ---------------------------------------------------------------------
 def _signed_in(request: Request, services: Services) -> Project:
     """The project of the session cookie, or of Basic credentials; else Unauthorized."""
+    services.registry.refresh()  # a secret rotated a moment ago must already count
     session = cookie_value(request.headers.get("cookie"))
     project = services.console_sessions.project(session, services.registry)
     if project is not None:
@@ -152,56 +155,95 @@ async def handle_stream(request: Request, services: Services, send: Send) -> Res
         project = _signed_in(request, services)
     except Unauthorized as exc:
         return responses.query_error(401, exc.message)
-    feed = services.live
-    watcher = feed.watch(project.id)
-    disconnected = asyncio.create_task(_disconnect(request))
-    try:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
-                ],
-            }
-        )
-        await _sse(send, b"retry: 2000\nevent: hello\ndata: " + _hello(project) + b"\n\n")
-        while not disconnected.done():
-            getter = asyncio.ensure_future(watcher.queue.get())
-            done, _ = await asyncio.wait(
-                {getter, disconnected}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getter not in done:
-                getter.cancel()  # a cancelled get() leaves its message in the queue
-                if disconnected not in done:
-                    await _sse(send, b": keep-alive\n\n")
-                continue
-            message = getter.result()
-            if message is None:  # the feed closed: the server is stopping
-                break
-            if watcher.dropped:
-                dropped, watcher.dropped = watcher.dropped, 0
-                await _sse(send, b'event: dropped\ndata: {"events":%d}\n\n' % dropped)
-            await _sse(send, b"event: events\ndata: " + message.data + b"\n\n")
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except OSError:
-        pass  # the connection broke under us
-    finally:
-        feed.unwatch(watcher)
-        disconnected.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await disconnected
+    await _Stream(request, services, send, project).run()
     return None
+
+
+class _Abandoned(Exception):
+    """The reader stopped reading (or the server is stopping while it does)."""
+
+
+class _Stream:
+    def __init__(self, request: Request, services: Services, send: Send, project: Project) -> None:
+        self.request = request
+        self.services = services
+        self._send = send
+        self.project = project
+        self.feed = services.live
+
+    def allowed(self) -> bool:
+        """Whether the credentials still hold: a sign-out or a rotated secret ends an
+        open stream at its next message, not only the next request."""
+        try:
+            return _signed_in(self.request, self.services).id == self.project.id
+        except Unauthorized:
+            return False
+
+    async def run(self) -> None:
+        watcher = self.feed.watch(self.project.id)
+        disconnected = asyncio.create_task(_disconnect(self.request))
+        try:
+            await self._send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),  # nginx: pass each message at once
+                    ],
+                }
+            )
+            await self.write(b"retry: 2000\nevent: hello\ndata: " + _hello(self.project) + b"\n\n")
+            while not disconnected.done():
+                getter = asyncio.ensure_future(watcher.queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, disconnected}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()  # a cancelled get() leaves its message in the queue
+                    if disconnected not in done:
+                        if not self.allowed():
+                            break
+                        await self.write(b": keep-alive\n\n")
+                    continue
+                message = getter.result()
+                if message is None or not self.allowed():  # stopping, or signed out
+                    break
+                if watcher.dropped:
+                    dropped, watcher.dropped = watcher.dropped, 0
+                    await self.write(b'event: dropped\ndata: {"events":%d}\n\n' % dropped)
+                await self.write(b"event: events\ndata: " + message.data + b"\n\n")
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (_Abandoned, OSError):
+            pass  # the reader is gone or stuck; the server closes the connection
+        finally:
+            self.feed.unwatch(watcher)
+            disconnected.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await disconnected
+
+    async def write(self, data: bytes) -> None:
+        """Send, unless the reader has not taken anything for SEND_TIMEOUT_S or the
+        server starts stopping meanwhile: a stalled reader must hold up neither."""
+        sending = asyncio.ensure_future(
+            self._send({"type": "http.response.body", "body": data, "more_body": True})
+        )
+        closing = asyncio.ensure_future(self.feed.closing.wait())
+        try:
+            await asyncio.wait(
+                {sending, closing}, timeout=SEND_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            closing.cancel()
+        if not sending.done():
+            sending.cancel()
+            raise _Abandoned
+        sending.result()
 
 
 def _hello(project: Project) -> bytes:
     return b'{"project":{"id":%d}}' % project.id
-
-
-async def _sse(send: Send, data: bytes) -> None:
-    await send({"type": "http.response.body", "body": data, "more_body": True})
 
 
 async def _disconnect(request: Request) -> None:
