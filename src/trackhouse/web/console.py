@@ -16,7 +16,7 @@ import importlib.resources
 import time
 from functools import cache
 
-from trackhouse.errors import PayloadError, StorageError, Unauthorized
+from trackhouse.errors import PayloadError, RequestError, StorageError, Unauthorized
 from trackhouse.projects import Project
 from trackhouse.query import console
 from trackhouse.web import responses
@@ -111,8 +111,8 @@ async def handle_session(request: Request, services: Services) -> Response:
         )
     except Unauthorized:
         return responses.query_error(401, "Invalid credentials: use the project's API secret")
-    except PayloadError as exc:
-        return responses.query_error(400, exc.message)
+    except RequestError as exc:  # bad parameters (400), a body too large (413)
+        return responses.query_error(exc.status, exc.message)
     session = services.console_sessions.start(project)
     return responses.json_reply(
         _project_json(project), headers=[_cookie(request, session, SESSION_S)]

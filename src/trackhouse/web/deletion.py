@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from trackhouse.errors import PayloadError, Unauthorized, Unavailable
+from trackhouse.errors import RequestError, Unauthorized, Unavailable
 from trackhouse.journal.records import encode_deletion
 from trackhouse.query.deletion import deletion_result, parse_distinct_ids
 from trackhouse.web import responses
@@ -36,8 +36,8 @@ async def handle_deletion(request: Request, services: Services) -> Response:
         ids = parse_distinct_ids(params)
     except Unauthorized:
         return responses.query_error(401, "Invalid credentials: use the project's API secret")
-    except PayloadError as exc:
-        return responses.query_error(400, exc.message)
+    except RequestError as exc:  # bad parameters (400), a body too large (413)
+        return responses.query_error(exc.status, exc.message)
     try:
         end = await services.journal.append_and_sync(
             encode_deletion(project.id, ids, received_ms=int(time.time() * 1000))

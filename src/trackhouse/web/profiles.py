@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from trackhouse.errors import PayloadError, StorageError, Unauthorized
+from trackhouse.errors import RequestError, StorageError, Unauthorized
 from trackhouse.query.profiles import parse_profile_params
 from trackhouse.web import responses
 from trackhouse.web.auth import authenticate
@@ -26,8 +26,8 @@ async def handle_profile_query(request: Request, services: Services) -> Response
         page = await asyncio.to_thread(services.profile_sessions.page, services.store, query)
     except Unauthorized:
         return responses.query_error(401, "Invalid credentials: use the project's API secret")
-    except PayloadError as exc:
-        return responses.query_error(400, exc.message)
+    except RequestError as exc:  # bad parameters (400), a body too large (413)
+        return responses.query_error(exc.status, exc.message)
     except StorageError as exc:
         return responses.query_error(500, f"profile query failed: {exc}")
     return responses.json_reply(page)

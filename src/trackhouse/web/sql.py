@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from trackhouse.errors import PayloadError, StorageError, Unauthorized
+from trackhouse.errors import PayloadError, RequestError, StorageError, Unauthorized
 from trackhouse.query.sql import result_json
 from trackhouse.web import responses
 from trackhouse.web.auth import authenticate
@@ -44,8 +44,8 @@ async def handle_sql(request: Request, services: Services) -> Response:
         )
     except Unauthorized:
         return responses.query_error(401, "Invalid credentials: use the project's API secret")
-    except PayloadError as exc:
-        return responses.query_error(400, exc.message)
+    except RequestError as exc:  # bad parameters (400), a body too large (413)
+        return responses.query_error(exc.status, exc.message)
     except StorageError as exc:
         return responses.query_error(500, str(exc))
     return responses.json_reply(result_json(result))
