@@ -223,6 +223,20 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+def import_events(server: Server, secret: str, events: list[dict[str, Any]]) -> Reply:
+    """Strict /import with the project secret; expects every event stored."""
+    reply = request(
+        server,
+        "POST",
+        "/import?strict=1",
+        dumps(events),
+        {"Content-Type": "application/json", "Authorization": basic(secret)},
+    )
+    assert reply.status == 200, reply
+    assert reply.json()["num_records_imported"] == len(events), reply
+    return reply
+
+
 def send_updates(server: Server, updates: list[dict[str, Any]], *, group: bool = False) -> Reply:
     """POST profile updates to /engage (or /groups) as the SDKs do: form data=JSON."""
     body = urllib.parse.urlencode({"data": json.dumps(updates), "verbose": "1"}).encode()

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.serverproc import Reply, Server, basic, cli, dumps, export, request
+from tests.serverproc import Reply, Server, basic, cli, dumps, export, import_events, request
 from trackhouse.live import EVENTS_PER_MESSAGE, QUEUE_MESSAGES
 from trackhouse.projects import Registry
 from trackhouse.web.sessions import SESSION_S
@@ -178,16 +178,7 @@ def event(
 
 def send_import(env: Env, project: Project, events: list[dict[str, Any]]) -> Reply:
     """Strict /import with the project secret; expects every event stored."""
-    reply = request(
-        env.server,
-        "POST",
-        "/import",
-        dumps(events),
-        {"Content-Type": JSON_TYPE, "Authorization": basic(project.secret)},
-    )
-    assert reply.status == 200, reply
-    assert reply.json()["num_records_imported"] == len(events), reply
-    return reply
+    return import_events(env.server, project.secret, events)
 
 
 def send_track(env: Env, events: list[dict[str, Any]]) -> Reply:

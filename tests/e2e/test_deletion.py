@@ -28,6 +28,7 @@ from tests.serverproc import (
     cli,
     dumps,
     export,
+    import_events,
     profile,
     request,
     send_updates,
@@ -43,21 +44,29 @@ B_TOKEN, B_SECRET, B_ID = "del-token-b", "del-secret-b", 32
 DAY = 86_400
 
 
+def create_projects(data_dir: Path, which: str = "ab") -> None:
+    for name, token, secret, pid in (
+        ("a", A_TOKEN, A_SECRET, A_ID),
+        ("b", B_TOKEN, B_SECRET, B_ID),
+    ):
+        if name in which:
+            cli(
+                data_dir,
+                "projects",
+                "create",
+                name,
+                "--token",
+                token,
+                "--secret",
+                secret,
+                "--id",
+                str(pid),
+            )
+
+
 def days() -> tuple[str, str]:
     today = dt.datetime.now(dt.UTC).date()
     return (today - dt.timedelta(days=60)).isoformat(), (today + dt.timedelta(days=1)).isoformat()
-
-
-def import_events(server: Server, secret: str, events: list[dict[str, Any]]) -> None:
-    reply = request(
-        server,
-        "POST",
-        "/import?strict=1",
-        dumps(events),
-        {"Authorization": basic(secret), "Content-Type": "application/json"},
-    )
-    assert reply.status == 200, reply
-    assert reply.json()["num_records_imported"] == len(events)
 
 
 def event(name: str, distinct_id: str, insert_id: str, when: int | None = None) -> dict[str, Any]:
@@ -98,22 +107,7 @@ def schema_counts(server: Server, secret: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("deletion") / "data"
-    for name, token, secret, pid in (
-        ("a", A_TOKEN, A_SECRET, A_ID),
-        ("b", B_TOKEN, B_SECRET, B_ID),
-    ):
-        cli(
-            data_dir,
-            "projects",
-            "create",
-            name,
-            "--token",
-            token,
-            "--secret",
-            secret,
-            "--id",
-            str(pid),
-        )
+    create_projects(data_dir)
     running = Server(data_dir).start()
     yield running
     running.stop()
@@ -252,18 +246,7 @@ def test_a_deletion_removes_events_still_waiting_in_the_journal(tmp_path: Path) 
     """Events and a deletion journaled before any load: the server loads the events,
     then applies the deletion over them; what came after the deletion stays."""
     data_dir = tmp_path / "data"
-    cli(
-        data_dir,
-        "projects",
-        "create",
-        "a",
-        "--token",
-        A_TOKEN,
-        "--secret",
-        A_SECRET,
-        "--id",
-        str(A_ID),
-    )
+    create_projects(data_dir, "a")
     now_ms = int(time.time() * 1000)
     _append(
         data_dir,
@@ -311,18 +294,7 @@ def _delete_cli(data_dir: Path, *ids: str) -> dict[str, Any]:
 
 def test_the_cli_deletes_through_the_server_or_on_the_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    cli(
-        data_dir,
-        "projects",
-        "create",
-        "a",
-        "--token",
-        A_TOKEN,
-        "--secret",
-        A_SECRET,
-        "--id",
-        str(A_ID),
-    )
+    create_projects(data_dir, "a")
     server = Server(data_dir).start()
     try:
         import_events(
@@ -347,22 +319,7 @@ def test_the_cli_deletes_through_the_server_or_on_the_data_dir(tmp_path: Path) -
 
 def test_retention_deletes_events_older_than_the_projects_days(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    for name, token, secret, pid in (
-        ("a", A_TOKEN, A_SECRET, A_ID),
-        ("b", B_TOKEN, B_SECRET, B_ID),
-    ):
-        cli(
-            data_dir,
-            "projects",
-            "create",
-            name,
-            "--token",
-            token,
-            "--secret",
-            secret,
-            "--id",
-            str(pid),
-        )
+    create_projects(data_dir)
     updated = cli(data_dir, "projects", "update", str(A_ID), "--retention-days", "30")
     assert updated["retention_days"] == 30
     now = int(time.time())

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.serverproc import Reply, Server, basic, cli, dumps, request
+from tests.serverproc import Reply, Server, basic, cli, import_events, request
 
 SECRET_A, TOKEN_A = "where-secret-a", "where-token-a"
 SECRET_B, TOKEN_B = "where-secret-b", "where-token-b"
@@ -135,18 +135,6 @@ def event_json(n: int, copy: bool = False) -> dict[str, Any]:
             **extra,
         },
     }
-
-
-def import_events(server: Server, secret: str, events: list[dict[str, Any]]) -> None:
-    reply = request(
-        server,
-        "POST",
-        "/import?strict=1",
-        dumps(events),
-        {"Content-Type": "application/json", "Authorization": basic(secret)},
-    )
-    assert reply.status == 200, reply
-    assert reply.json()["num_records_imported"] == len(events), reply
 
 
 @pytest.fixture(scope="module")

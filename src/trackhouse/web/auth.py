@@ -7,8 +7,12 @@ import binascii
 
 from trackhouse.errors import Unauthorized
 from trackhouse.projects import Project, Registry
+from trackhouse.web.http import Request
+from trackhouse.web.payload import query_params
 
 INVALID = "Invalid credentials"
+# What the read APIs answer (401) to missing or wrong credentials.
+READ_API_REFUSAL = "Invalid credentials: use the project's API secret"
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -77,3 +81,13 @@ def check_credentials(
     if project is None:
         raise Unauthorized(INVALID)
     return project
+
+
+async def read_api_request(request: Request, registry: Registry) -> tuple[Project, dict[str, str]]:
+    """A read API's caller and parameters (query string, and a POST's form or JSON
+    body): the project's secret or a service account, never the public token."""
+    params = await query_params(request)
+    project = authenticate(
+        registry, request.headers.get("authorization"), params.get("project_id"), allow_token=False
+    )
+    return project, params

@@ -20,7 +20,7 @@ from trackhouse.errors import PayloadError, RequestError, StorageError, Unauthor
 from trackhouse.projects import Project
 from trackhouse.query import console
 from trackhouse.web import responses
-from trackhouse.web.auth import authenticate, check_credentials
+from trackhouse.web.auth import READ_API_REFUSAL, authenticate, check_credentials
 from trackhouse.web.http import Request, Response, Send
 from trackhouse.web.payload import query_params
 from trackhouse.web.services import Services
@@ -110,7 +110,7 @@ async def handle_session(request: Request, services: Services) -> Response:
             allow_token=False,
         )
     except Unauthorized:
-        return responses.query_error(401, "Invalid credentials: use the project's API secret")
+        return responses.query_error(401, READ_API_REFUSAL)
     except RequestError as exc:  # bad parameters (400), a body too large (413)
         return responses.query_error(exc.status, exc.message)
     session = services.console_sessions.start(project)

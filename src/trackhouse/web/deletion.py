@@ -16,9 +16,8 @@ from trackhouse.errors import RequestError, Unauthorized, Unavailable
 from trackhouse.journal.records import encode_deletion
 from trackhouse.query.deletion import deletion_result, parse_distinct_ids
 from trackhouse.web import responses
-from trackhouse.web.auth import authenticate
+from trackhouse.web.auth import READ_API_REFUSAL, read_api_request
 from trackhouse.web.http import Request, Response
-from trackhouse.web.payload import query_params
 from trackhouse.web.services import Services
 
 WAIT_S = 30.0
@@ -26,16 +25,10 @@ WAIT_S = 30.0
 
 async def handle_deletion(request: Request, services: Services) -> Response:
     try:
-        params = await query_params(request)
-        project = authenticate(
-            services.registry,
-            request.headers.get("authorization"),
-            params.get("project_id"),
-            allow_token=False,
-        )
+        project, params = await read_api_request(request, services.registry)
         ids = parse_distinct_ids(params)
     except Unauthorized:
-        return responses.query_error(401, "Invalid credentials: use the project's API secret")
+        return responses.query_error(401, READ_API_REFUSAL)
     except RequestError as exc:  # bad parameters (400), a body too large (413)
         return responses.query_error(exc.status, exc.message)
     try:

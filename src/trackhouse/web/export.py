@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from trackhouse.errors import PayloadError, StorageError, Unauthorized
 from trackhouse.query.export import export_lines, parse_export_params
 from trackhouse.web import responses
-from trackhouse.web.auth import authenticate
+from trackhouse.web.auth import READ_API_REFUSAL, authenticate
 from trackhouse.web.http import Request, Response, Send
 from trackhouse.web.services import Services
 
@@ -27,7 +27,7 @@ async def handle_export(request: Request, services: Services, send: Send) -> Res
         )
         export = parse_export_params(project.id, request.query)
     except Unauthorized:
-        return responses.plain_error(401, "Invalid credentials: use the project's API secret")
+        return responses.plain_error(401, READ_API_REFUSAL)
     except PayloadError as exc:
         return responses.plain_error(400, exc.message)
 

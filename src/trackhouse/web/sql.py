@@ -8,22 +8,15 @@ import asyncio
 from trackhouse.errors import PayloadError, RequestError, StorageError, Unauthorized
 from trackhouse.query.sql import result_json
 from trackhouse.web import responses
-from trackhouse.web.auth import authenticate
+from trackhouse.web.auth import READ_API_REFUSAL, read_api_request
 from trackhouse.web.http import Request, Response
-from trackhouse.web.payload import query_params
 from trackhouse.web.services import Services
 
 
 async def handle_sql(request: Request, services: Services) -> Response:
     settings = services.settings
     try:
-        params = await query_params(request)
-        project = authenticate(
-            services.registry,
-            request.headers.get("authorization"),
-            params.get("project_id"),
-            allow_token=False,
-        )
+        project, params = await read_api_request(request, services.registry)
         sql = params.get("sql", "").strip()
         if not sql:
             raise PayloadError("sql is required: one SELECT statement")
@@ -43,7 +36,7 @@ async def handle_sql(request: Request, services: Services) -> Response:
             timeout_s=settings.sql_timeout_ms / 1000,
         )
     except Unauthorized:
-        return responses.query_error(401, "Invalid credentials: use the project's API secret")
+        return responses.query_error(401, READ_API_REFUSAL)
     except RequestError as exc:  # bad parameters (400), a body too large (413)
         return responses.query_error(exc.status, exc.message)
     except StorageError as exc:
