@@ -492,6 +492,26 @@ def test_sign_in_with_json_or_a_form_gives_a_strict_cookie(env: Env) -> None:
             assert stream.hello() == {"project": {"id": project.id}}
 
 
+def test_the_cookie_is_secure_when_a_trusted_proxy_says_https(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    cli(data_dir, "projects", "create", "tls", "--token", "tok-tls", "--secret", "sec-tls")
+    body = dumps({"secret": "sec-tls"})
+    https = {"Content-Type": JSON_TYPE, "X-Forwarded-Proto": "https"}
+    untrusting = start_server(data_dir)
+    # Anyone can send the header: believed only from a proxy we were told to trust.
+    reply = request(untrusting, "POST", SESSION, body, https)
+    assert "secure" not in reply.header("set-cookie").lower()
+    untrusting.stop()
+    proxied = start_server(data_dir, args=["--trusted-proxies", "127.0.0.1"])
+    reply = request(proxied, "POST", SESSION, body, https)
+    assert reply.status == 200, reply
+    assert reply.header("set-cookie").endswith("; HttpOnly; SameSite=Strict; Secure")
+    plain = request(proxied, "POST", SESSION, body, {"Content-Type": JSON_TYPE})
+    assert "secure" not in plain.header("set-cookie").lower()
+
+
 def test_sign_out_clears_the_cookie_and_ends_only_that_session(env: Env) -> None:
     project = env.projects["signout"]
     leaving, staying = signed_in(env, project), signed_in(env, project)

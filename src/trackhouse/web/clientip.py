@@ -1,5 +1,6 @@
-"""The client's address for ip=1: the socket peer, or a forwarded header from a proxy
-we were told to trust (a header from anyone else is a lie we must not believe)."""
+"""What the client's connection was: its address for ip=1 (the socket peer, or a
+forwarded header from a proxy we were told to trust: a header from anyone else is a
+lie we must not believe), and whether it used HTTPS."""
 
 from __future__ import annotations
 
@@ -50,3 +51,14 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def client_used_https(
+    scheme: str | None, peer: str | None, headers: Mapping[str, str], trusted: tuple[str, ...]
+) -> bool:
+    """Whether the client's own connection was HTTPS: ours, or a trusted proxy's
+    X-Forwarded-Proto (TLS ended at the proxy)."""
+    if scheme == "https":
+        return True
+    forwarded = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return forwarded == "https" and peer is not None and _trusted(peer, parse_networks(trusted))

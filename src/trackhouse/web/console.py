@@ -21,6 +21,7 @@ from trackhouse.projects import Project
 from trackhouse.query import console
 from trackhouse.web import responses
 from trackhouse.web.auth import READ_API_REFUSAL, authenticate, check_credentials
+from trackhouse.web.clientip import client_used_https
 from trackhouse.web.http import Request, Response, Send
 from trackhouse.web.payload import query_params
 from trackhouse.web.services import Services
@@ -79,8 +80,14 @@ def _project_json(project: Project) -> dict[str, object]:
     return {"project": {"id": project.id, "name": project.name}}
 
 
-def _cookie(request: Request, value: str, max_age: int) -> tuple[str, str]:
-    secure = "; Secure" if request.scope.get("scheme") == "https" else ""
+def _cookie(request: Request, services: Services, value: str, max_age: int) -> tuple[str, str]:
+    https = client_used_https(
+        request.scope.get("scheme"),
+        request.client_host,
+        request.headers,
+        services.settings.trusted_proxies,
+    )
+    secure = "; Secure" if https else ""
     return (
         "set-cookie",
         f"{COOKIE}={value}; Max-Age={max_age}; Path=/console; HttpOnly; SameSite=Strict{secure}",
@@ -93,7 +100,7 @@ async def handle_session(request: Request, services: Services) -> Response:
     ``project_id``), GET says who is signed in, DELETE signs out."""
     if request.method == "DELETE":
         services.console_sessions.end(cookie_value(request.headers.get("cookie")))
-        return responses.json_reply({"status": "ok"}, headers=[_cookie(request, "", 0)])
+        return responses.json_reply({"status": "ok"}, headers=[_cookie(request, services, "", 0)])
     try:
         if request.method == "GET":
             return responses.json_reply(_project_json(_signed_in(request, services)))
@@ -115,7 +122,7 @@ async def handle_session(request: Request, services: Services) -> Response:
         return responses.query_error(exc.status, exc.message)
     session = services.console_sessions.start(project)
     return responses.json_reply(
-        _project_json(project), headers=[_cookie(request, session, SESSION_S)]
+        _project_json(project), headers=[_cookie(request, services, session, SESSION_S)]
     )
 
 
