@@ -42,7 +42,7 @@ def ensure_default_project(settings: Settings) -> None:
         "trackhouse: created the default project\n"
         f"  project id:  {project.id}\n"
         f"  token:       {project.token}   (for SDKs and /track)\n"
-        f"  API secret:  {project.secret}   (for /import and the export API; keep it secret)",
+        f"  API secret:  {project.secret}   (for /import, the read APIs and the console; keep it secret)",
         flush=True,
     )
 
@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     ensure_default_project(settings)
     print(
         f"trackhouse: serving http://{settings.host}:{settings.port} "
-        f"(data in {settings.data_dir.resolve()})",
+        f"(data in {settings.data_dir.resolve()})\n"
+        f"trackhouse: console at http://{settings.host}:{settings.port}/console "
+        "(sign in with a project's API secret)",
         flush=True,
     )
     app = create_app(settings)
