@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS projects (
     created_at         INTEGER NOT NULL,
     allow_token_import INTEGER NOT NULL DEFAULT 0,
     events_per_second  INTEGER,
-    retention_days     INTEGER
+    retention_days     INTEGER,
+    bytes_per_minute   INTEGER
 );
 CREATE TABLE IF NOT EXISTS service_accounts (
     username    TEXT    PRIMARY KEY,
@@ -54,6 +55,7 @@ class Project:
     allow_token_import: bool = False
     events_per_second: int | None = None
     retention_days: int | None = None  # events older than this are deleted
+    bytes_per_minute: int | None = None  # uncompressed JSON ingested (None: the default)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,10 +106,11 @@ class Registry:
                 if version == self._version and not force:
                     return
                 projects = [
-                    Project(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
+                    Project(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8])
                     for r in self._db.execute(
                         "SELECT id, name, token, secret, created_at, allow_token_import, "
-                        "events_per_second, retention_days FROM projects ORDER BY id"
+                        "events_per_second, retention_days, bytes_per_minute FROM projects "
+                        "ORDER BY id"
                     )
                 ]
                 accounts = {
@@ -198,6 +201,7 @@ class Registry:
         events_per_second: int | None = None,
         allow_token_import: bool | None = None,
         retention_days: int | None = None,
+        bytes_per_minute: int | None = None,
     ) -> Project:
         if name is not None:
             self._update(project_id, "name = ?", (name,))
@@ -206,6 +210,9 @@ class Registry:
             self._update(project_id, "events_per_second = ?", (events_per_second or None,))
         if allow_token_import is not None:
             self._update(project_id, "allow_token_import = ?", (int(allow_token_import),))
+        if bytes_per_minute is not None:
+            # 0 clears the project's own limit (the server default applies again).
+            self._update(project_id, "bytes_per_minute = ?", (bytes_per_minute or None,))
         if retention_days is not None:
             if retention_days < 0:
                 raise ProjectError("retention days must be 0 (keep everything) or more")
@@ -266,7 +273,7 @@ class Registry:
 
 # Columns added after the first release: (name, SQL type). A registry written by an
 # older version gets them on open.
-_ADDED_COLUMNS = (("retention_days", "INTEGER"),)
+_ADDED_COLUMNS = (("retention_days", "INTEGER"), ("bytes_per_minute", "INTEGER"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:

@@ -96,6 +96,11 @@ class Settings:
         "How often the server deletes events past their project's retention "
         "(trackhouse projects update ID --retention-days N).",
     )
+    default_bytes_per_minute: int = _setting(
+        2 * 1024**3,
+        "Per-project ingestion limit in bytes of uncompressed JSON per minute for projects "
+        "without their own (Mixpanel's is 2 GB; 0: unlimited).",
+    )
     sql_timeout_ms: int = _setting(
         10_000, "Read-only SQL queries (/api/sql, trackhouse query) are stopped after this."
     )

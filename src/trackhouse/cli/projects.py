@@ -38,6 +38,11 @@ def register(commands: Any) -> None:
     update.add_argument("--name")
     update.add_argument("--events-per-second", type=int, help="ingestion limit; 0 removes it")
     update.add_argument(
+        "--bytes-per-minute",
+        type=int,
+        help="ingestion limit in uncompressed JSON bytes; 0 goes back to the server's default",
+    )
+    update.add_argument(
         "--retention-days",
         type=int,
         help="delete events whose time is older than this many days (0: keep everything)",
@@ -113,6 +118,7 @@ def _update(args: argparse.Namespace) -> int:
             events_per_second=args.events_per_second,
             allow_token_import=args.allow_token_import,
             retention_days=args.retention_days,
+            bytes_per_minute=args.bytes_per_minute,
         )
     finally:
         registry.close()

@@ -7,7 +7,6 @@ them to the store in journal order, which folds them into profiles (spec §5).
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 from trackhouse.ingest.profiles import validate_updates
 from trackhouse.journal.records import encode_updates
@@ -48,7 +47,7 @@ async def _ingest(
         resolve_token=services.token_resolver(),
         max_update_bytes=services.settings.max_event_bytes,
     )
-    services.take_rate(Counter(update.project_id for update in outcome.updates))
+    services.take_rate(outcome.updates)
     if outcome.updates:
         await services.journal.append_and_sync(
             encode_updates(outcome.updates, received_ms=received_ms)

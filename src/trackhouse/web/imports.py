@@ -108,7 +108,7 @@ async def _ingest(
         max_event_bytes=settings.max_event_bytes,
     )
     outcome = validate_events(raw_events, ctx, lambda _token: project.id)
-    services.take_rate({project.id: len(outcome.events)})
+    services.take_rate(outcome.events)
     if outcome.events:
         await services.journal.append_and_sync(
             encode_events(outcome.events, received_ms=ctx.received_ms, endpoint="import")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from trackhouse.ingest.profiles import ProfileUpdate
+from trackhouse.ingest.validate import Event
 from trackhouse.journal import Journal
 from trackhouse.live import LiveFeed
 from trackhouse.loader import Loader
 from trackhouse.projects import Registry
 from trackhouse.query.profiles import ProfileSessions
-from trackhouse.ratelimit import RateLimiter
+from trackhouse.ratelimit import RateLimiter, bytes_per_minute, events_per_second, usage
 from trackhouse.retention import Retention
 from trackhouse.settings import Settings
 from trackhouse.storage.duckdb import DuckDBStore
@@ -86,12 +88,21 @@ class Services:
 
         return resolve
 
-    def take_rate(self, counts: Mapping[int, int]) -> None:
-        """Spend each project's events-per-second budget, or raise RateLimited."""
-        for project_id, count in counts.items():
+    def take_rate(self, items: Iterable[Event | ProfileUpdate]) -> None:
+        """Spend each project's events-per-second and bytes-per-minute budgets on what
+        a request stores, or raise RateLimited (and store nothing)."""
+        settings = self.settings
+        for project_id, (count, size) in usage(items).items():
             project = self.registry.get(project_id)
-            own = project.events_per_second if project is not None else None
-            self.limiter.take(project_id, own or self.settings.default_events_per_second, count)
+            per_second = project.events_per_second if project is not None else None
+            per_minute = project.bytes_per_minute if project is not None else None
+            self.limiter.take(
+                project_id,
+                [
+                    (events_per_second(per_second or settings.default_events_per_second), count),
+                    (bytes_per_minute(per_minute or settings.default_bytes_per_minute), size),
+                ],
+            )
 
     def close(self) -> None:
         """Close in reverse order: no new appends, drain the loader, then the store."""

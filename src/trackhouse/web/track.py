@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 from trackhouse.ingest.validate import Endpoint, RequestContext, validate_events
 from trackhouse.journal.records import encode_events
@@ -38,7 +37,7 @@ async def _ingest(
         max_event_bytes=settings.max_event_bytes,
     )
     outcome = validate_events(raw_events, ctx, services.token_resolver())
-    services.take_rate(Counter(event.project_id for event in outcome.events))
+    services.take_rate(outcome.events)
     if outcome.events:
         await services.journal.append_and_sync(
             encode_events(outcome.events, received_ms=ctx.received_ms, endpoint="track")
