@@ -137,17 +137,25 @@ class Journal:
             log.error("journal could not cut back a partial write: %s", exc)
 
     def _rotate(self) -> None:
+        """Move on to the next segment. It is opened before the current one is let go:
+        if it cannot be created (no space, no inode left), nothing changes, the batch
+        fails with a 503, and a later batch tries again on an intact journal."""
         os.fsync(self._fd)
+        fd = self._open_segment(self._segment + 1)
         os.close(self._fd)
         self._segment += 1
-        self._fd = self._open_segment(self._segment)
+        self._fd = fd
         self._size = 0
 
     def _open_segment(self, number: int) -> int:
         fd = os.open(
             segment_path(self.directory, number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
         )
-        fsync_directory(self.directory)
+        try:
+            fsync_directory(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
         self._sizes[number] = 0
         return fd
 
