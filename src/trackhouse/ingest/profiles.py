@@ -19,6 +19,7 @@ from trackhouse.ingest.validate import (
     Rejection,
     TokenResolver,
     clean_object,
+    has_surrogates,
     parse_time_ms,
     project_for_token,
 )
@@ -61,7 +62,7 @@ def validate_updates(
     for index, raw in enumerate(raw_updates):
         try:
             update = _normalize(raw, group, received_ms, resolve_token)
-            size = len(update.value_json) + len(update.modifiers_json)
+            size = len(update.value_json.encode()) + len(update.modifiers_json.encode())
             if size >= max_update_bytes:
                 raise Invalid(
                     "update", f"update is {size} bytes of JSON; the limit is {max_update_bytes}"
@@ -79,6 +80,8 @@ def _identity(raw: dict[str, Any], key: str) -> str:
     text = value if isinstance(value, str) else str(value)
     if not text:
         raise Invalid(key, f"{key}, missing or empty")
+    if has_surrogates(text):
+        raise Invalid(key, f"{key} is not valid UTF-8")
     return text[:MAX_STRING]
 
 

@@ -83,6 +83,14 @@ class Rejection:
     field: str
     message: str
 
+    def __post_init__(self) -> None:
+        # Field names and messages quote the client's own property names, which may be
+        # lone surrogates (a name that was not UTF-8): the reply must still encode.
+        for name in ("field", "message"):
+            text = getattr(self, name)
+            if has_surrogates(text):
+                object.__setattr__(self, name, text.encode("utf-8", "backslashreplace").decode())
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
@@ -150,7 +158,7 @@ def _insert_id_of(raw: Any) -> str | None:
         props = raw.get("properties")
         if isinstance(props, dict):
             value = props.get("$insert_id")
-            if isinstance(value, str) and not _has_surrogates(value):
+            if isinstance(value, str) and not has_surrogates(value):
                 return value[:MAX_STRING]
     return None
 
@@ -161,7 +169,7 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
     name = raw.get("event")
     if not isinstance(name, str) or not name:
         raise Invalid("event", "event name must be a non-empty string")
-    if _has_surrogates(name):
+    if has_surrogates(name):
         raise Invalid("event", "event name is not valid UTF-8")
     name = name[:MAX_STRING]
     props = raw.get("properties", {})
@@ -193,16 +201,17 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
             extra["$mp_api_endpoint"] = ctx.api_host
         if ctx.endpoint.is_import:
             extra["$import"] = True
-        properties_json = orjson.dumps(extra).decode()
+        encoded = orjson.dumps(extra)
     except TypeError:  # orjson refuses lone surrogates: a string that was not UTF-8
         raise Invalid(
             _find_bad_string(extra) or "properties", "string is not valid UTF-8"
         ) from None
-    if len(properties_json) >= ctx.max_event_bytes:
+    if len(encoded) >= ctx.max_event_bytes:  # bytes, not characters
         raise Invalid(
             "properties",
-            f"event is {len(properties_json)} bytes of JSON; the limit is {ctx.max_event_bytes}",
+            f"event is {len(encoded)} bytes of JSON; the limit is {ctx.max_event_bytes}",
         )
+    properties_json = encoded.decode()
     lib = extra.get("mp_lib")
     return Event(
         project_id,
@@ -231,6 +240,10 @@ def project_for_token(token: Any, name: str, field: str, resolve_token: TokenRes
     return project_id
 
 
+# No time in seconds or ms is anywhere near this; bigger ints are not times.
+MAX_TIME_NUMBER = 10**18
+
+
 def parse_time_ms(value: Any) -> int | None:
     """Seconds or milliseconds (number or numeric string) → ms; None if not a time."""
     if isinstance(value, bool):
@@ -240,6 +253,8 @@ def parse_time_ms(value: Any) -> int | None:
             value = float(value.strip())
         except ValueError:
             return None
+    if isinstance(value, int) and abs(value) > MAX_TIME_NUMBER:
+        return None  # far past any time, and past what a float holds (isfinite overflows)
     if not isinstance(value, int | float) or not math.isfinite(value):
         return None
     if abs(value) >= MS_THRESHOLD:
@@ -293,7 +308,7 @@ def _distinct_id(props: dict[str, Any], ctx: RequestContext, name: str) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise Invalid(field, "distinct_id must be a string")
     value = raw if isinstance(raw, str) else _number_text(raw)
-    if _has_surrogates(value):
+    if has_surrogates(value):
         raise Invalid(field, "distinct_id is not valid UTF-8")
     if ctx.endpoint.is_import and value.strip().lower() in PLACEHOLDER_IDS:
         raise Invalid(field, f"distinct_id {value!r} is a placeholder value, not an identity")
@@ -338,6 +353,8 @@ def _generated_insert_id(
 
 
 def _is_ip(text: str) -> bool:
+    if has_surrogates(text):  # an IPv6 zone id is free text, but must be UTF-8
+        return False
     try:
         ipaddress.ip_address(text.strip())
     except ValueError:
@@ -345,7 +362,7 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _has_surrogates(text: str) -> bool:
+def has_surrogates(text: str) -> bool:
     if text.isascii():
         return False
     try:
@@ -413,10 +430,10 @@ def clean_object(obj: dict[str, Any], depth: int, path: str, containers: int = 0
 def _find_bad_string(value: Any, path: str = "properties") -> str:
     """The path of the first key or string that is not valid UTF-8 (slow path only)."""
     if isinstance(value, str):
-        return path if _has_surrogates(value) else ""
+        return path if has_surrogates(value) else ""
     if isinstance(value, dict):
         for key, item in value.items():
-            if _has_surrogates(key):
+            if has_surrogates(key):
                 return f"{path}.{key.encode('utf-8', 'replace').decode()}"
             found = _find_bad_string(item, f"{path}.{key}")
             if found:
