@@ -198,7 +198,7 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
             insert_id = _generated_insert_id(name, distinct_id, time_ms, extra, props)
         extra["mp_processing_time_ms"] = ctx.received_ms
         if ctx.api_host:
-            extra["$mp_api_endpoint"] = ctx.api_host
+            extra["$mp_api_endpoint"] = ctx.api_host[:MAX_STRING]  # a client's Host header
         if ctx.endpoint.is_import:
             extra["$import"] = True
         encoded = orjson.dumps(extra)
@@ -301,7 +301,7 @@ def _distinct_id(props: dict[str, Any], ctx: RequestContext, name: str) -> str:
         if ctx.endpoint.is_import:
             raise Invalid(field, "distinct_id is missing")
         given = props.get("ip")
-        address = given if isinstance(given, str) and _is_ip(given) else ctx.client_ip
+        address = given.strip() if isinstance(given, str) and _is_ip(given) else ctx.client_ip
         if ctx.client_ip and address:  # spec §3: properties.ip overrides the peer
             return "$ip:" + hashlib.sha256(address.encode()).hexdigest()[:32]
         return ""
