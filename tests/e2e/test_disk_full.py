@@ -445,10 +445,9 @@ def _verify_export(server: Server, first_day: str, ledger: Ledger) -> list[dict[
     return sorted(exported, key=lambda line: str(line["properties"]["$insert_id"]))
 
 
-def _restart_and_compare(
-    disk: Disk, server: Server, first_day: str, ledger: Ledger, before: list[dict[str, Any]]
-) -> float:
-    """SIGTERM, start again on the same data dir: the same export. Returns the stop time."""
+def _stop_gracefully(server: Server) -> float:
+    """SIGTERM; the server must exit by itself (Server.stop kills it after 30 s).
+    Returns how long it took."""
     assert server.process is not None
     started = time.monotonic()
     server.stop()
@@ -456,6 +455,14 @@ def _restart_and_compare(
     assert server.process.returncode in (0, -signal.SIGTERM), (
         f"the server did not stop by itself on SIGTERM (exit {server.process.returncode})"
     )
+    return stopped
+
+
+def _restart_and_compare(
+    disk: Disk, server: Server, first_day: str, ledger: Ledger, before: list[dict[str, Any]]
+) -> float:
+    """SIGTERM, start again on the same data dir: the same export. Returns the stop time."""
+    stopped = _stop_gracefully(server)
     disk.restart(server)
     _wait_loaded(server)
     after = _verify_export(server, first_day, ledger)
@@ -719,13 +726,7 @@ def test_graceful_stop_on_full_disk_loses_nothing(mount_disk: Callable[..., Disk
         failure = _journal_acks_then_store_fails(disk)
         server, ledger = failure.server, failure.ledger
         disk.fill()  # not a byte left: DuckDB's checkpoint at close cannot write either
-        assert server.process is not None
-        started = time.monotonic()
-        server.stop()
-        stopped = time.monotonic() - started
-        assert server.process.returncode in (0, -signal.SIGTERM), (
-            f"the server did not stop by itself on SIGTERM (exit {server.process.returncode})"
-        )
+        stopped = _stop_gracefully(server)
         disk.free()
         disk.restart(server)
         status = _wait_loaded(server)

@@ -146,13 +146,6 @@ class Deleted:
     profiles: int = 0
     profile_updates: int = 0
 
-    def __add__(self, other: Deleted) -> Deleted:
-        return Deleted(
-            self.events + other.events,
-            self.profiles + other.profiles,
-            self.profile_updates + other.profile_updates,
-        )
-
 
 class Store(Protocol):
     def checkpoint(self) -> Position | None:

@@ -160,6 +160,23 @@ class DuckDBStore:
         self._write_lock = threading.Lock()
 
     @contextmanager
+    def _transaction(self, failure: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The write connection inside one transaction (one writer at a time, with the
+        memory a write needs): committed if the block ends, rolled back if it raises,
+        whatever it raised, as StorageError("<failure>: <reason>")."""
+        with self._write_lock, self._write_memory():
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                yield con
+                con.execute("COMMIT")
+            except Exception as exc:
+                # Left open, the transaction would make every later write fail
+                # ("cannot start a transaction within a transaction").
+                _rollback(con)
+                raise StorageError(f"{failure}: {exc}") from exc
+
+    @contextmanager
     def _write_memory(self) -> Iterator[None]:
         """The memory limit for one write: the working budget, plus the indexes, plus
         WRITE_HEADROOM_MB; then back to the budget plus the indexes.
@@ -200,31 +217,22 @@ class DuckDBStore:
     def write_batch(self, events: EventBatch, updates: UpdateBatch, checkpoint: Position) -> int:
         event_table = _table(events, _SCHEMA) if len(events) else None
         update_table = _table(updates, _UPDATE_SCHEMA) if len(updates) else None
-        with self._write_lock, self._write_memory():
-            con = self._con
-            try:
-                con.execute("BEGIN")
-                added = 0
-                if event_table is not None:
-                    with registered(con, "batch", event_table):
-                        # sql(), not execute(): its Arrow result is not copied again.
-                        added_keys = con.sql(_INSERT).to_arrow_table()
-                    added = added_keys.num_rows
-                    fresh = event_table
-                    if added < len(events):  # some were duplicates
-                        fresh = _added_rows(con, event_table, added_keys)
-                    count_batch(con, fresh)
-                if update_table is not None:
-                    applied = _load_checkpoint(con)
-                    _execute_with(con, "updates", update_table, _INSERT_UPDATES)
-                    _apply_updates(con, _fresh_updates(updates, applied))
-                _save_checkpoint(con, checkpoint)
-                con.execute("COMMIT")
-            except Exception as exc:
-                # Whatever failed, end the transaction: left open, it would make every
-                # later batch fail ("cannot start a transaction within a transaction").
-                _rollback(con)
-                raise StorageError(f"cannot write to the store: {exc}") from exc
+        with self._transaction("cannot write to the store") as con:
+            added = 0
+            if event_table is not None:
+                with registered(con, "batch", event_table):
+                    # sql(), not execute(): its Arrow result is not copied again.
+                    added_keys = con.sql(_INSERT).to_arrow_table()
+                added = added_keys.num_rows
+                fresh = event_table
+                if added < len(events):  # some were duplicates
+                    fresh = _added_rows(con, event_table, added_keys)
+                count_batch(con, fresh)
+            if update_table is not None:
+                applied = _load_checkpoint(con)
+                _execute_with(con, "updates", update_table, _INSERT_UPDATES)
+                _apply_updates(con, _fresh_updates(updates, applied))
+            _save_checkpoint(con, checkpoint)
         return added
 
     def export(self, query: ExportQuery) -> Iterator[list[ExportRow]]:
@@ -305,45 +313,30 @@ class DuckDBStore:
     ) -> Deleted:
         ids = list(distinct_ids)
         mine = "project_id = ? AND list_contains(?, distinct_id)"
-        with self._write_lock, self._write_memory():
-            con = self._con
-            try:
-                con.execute("BEGIN")
-                uncount_rows(con, mine, [project_id, ids])
-                deleted = Deleted(
-                    _deleted(con, f"DELETE FROM events WHERE {mine}", [project_id, ids]),  # noqa: S608
-                    _deleted(
-                        con,
-                        "DELETE FROM profiles WHERE project_id = ? AND group_key = '' "
-                        "AND list_contains(?, profile_id)",
-                        [project_id, ids],
-                    ),
-                    _deleted(
-                        con,
-                        f"DELETE FROM profile_updates WHERE {mine} AND kind = 'user'",  # noqa: S608
-                        [project_id, ids],
-                    ),
-                )
-                _save_checkpoint(con, checkpoint)
-                con.execute("COMMIT")
-            except Exception as exc:
-                _rollback(con)
-                raise StorageError(f"could not remove the users' data: {exc}") from exc
+        with self._transaction("could not remove the users' data") as con:
+            uncount_rows(con, mine, [project_id, ids])
+            deleted = Deleted(
+                _deleted(con, f"DELETE FROM events WHERE {mine}", [project_id, ids]),  # noqa: S608
+                _deleted(
+                    con,
+                    "DELETE FROM profiles WHERE project_id = ? AND group_key = '' "
+                    "AND list_contains(?, profile_id)",
+                    [project_id, ids],
+                ),
+                _deleted(
+                    con,
+                    f"DELETE FROM profile_updates WHERE {mine} AND kind = 'user'",  # noqa: S608
+                    [project_id, ids],
+                ),
+            )
+            _save_checkpoint(con, checkpoint)
         return deleted
 
     def expire(self, project_id: int, before_ms: int) -> int:
         old = "project_id = ? AND time < epoch_ms(?)"
-        with self._write_lock, self._write_memory():
-            con = self._con
-            try:
-                con.execute("BEGIN")
-                uncount_rows(con, old, [project_id, before_ms])
-                count = _deleted(con, f"DELETE FROM events WHERE {old}", [project_id, before_ms])  # noqa: S608
-                con.execute("COMMIT")
-            except Exception as exc:
-                _rollback(con)
-                raise StorageError(f"cannot delete expired events: {exc}") from exc
-        return count
+        with self._transaction("cannot delete expired events") as con:
+            uncount_rows(con, old, [project_id, before_ms])
+            return _deleted(con, f"DELETE FROM events WHERE {old}", [project_id, before_ms])  # noqa: S608
 
     def schema(self, project_id: int, *, limit: int) -> list[EventShape]:
         cursor = self._cursor()
