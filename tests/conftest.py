@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.serverproc import Server
+from tests.serverproc import Server, TLSFiles
+
+pytest_plugins = ["tests.conformance"]
 
 
 @pytest.fixture
@@ -19,8 +21,11 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         *,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        tls: TLSFiles | None = None,
     ) -> Server:
-        server = Server(data_dir or tmp_path / f"data{len(servers)}", env or {}, args or [])
+        server = Server(
+            data_dir or tmp_path / f"data{len(servers)}", env or {}, args or [], tls=tls
+        )
         servers.append(server)
         return server.start()
 

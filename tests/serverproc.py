@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +25,34 @@ from pathlib import Path
 from typing import Any
 
 START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A throwaway CA and a certificate it issued for 127.0.0.1 and localhost (PEM files)."""
+
+    cert: Path  # the server's certificate chain
+    key: Path
+    ca: Path  # what a client trusts (NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, cafile=)
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def make_tls(directory: Path) -> TLSFiles:
+    """Generate TLSFiles in directory (trustme: no openssl CLI, no network)."""
+    import trustme
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    files = TLSFiles(directory / "server.pem", directory / "server.key", directory / "ca.pem")
+    leaf.private_key_pem.write_to_path(str(files.key))
+    leaf.cert_chain_pems[0].write_to_path(str(files.cert))
+    for extra in leaf.cert_chain_pems[1:]:
+        extra.write_to_path(str(files.cert), append=True)
+    ca.cert_pem.write_to_path(str(files.ca))
+    return files
 
 
 def free_port() -> int:
@@ -53,10 +82,16 @@ class Server:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    tls: TLSFiles | None = None  # serve HTTPS with these (--tls-cert, --tls-key)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For urlopen(..., context=): trusts the test CA when the server speaks TLS."""
+        return self.tls.client_context() if self.tls else None
 
     def start(self) -> Server:
         self.port = free_port()
@@ -75,6 +110,11 @@ class Server:
                 str(self.data_dir),
                 "--log-level",
                 "warning",
+                *(
+                    ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+                    if self.tls
+                    else []
+                ),
                 *self.args,
             ],
             stdout=log,
@@ -87,7 +127,9 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited at start:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as reply:
+                with urllib.request.urlopen(
+                    self.url + "/healthz", timeout=1, context=self.ssl_context()
+                ) as reply:
                     if reply.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -114,7 +156,9 @@ class Server:
                 self.kill()
 
     def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/-/status", timeout=5) as reply:
+        with urllib.request.urlopen(
+            self.url + "/-/status", timeout=5, context=self.ssl_context()
+        ) as reply:
             result: dict[str, Any] = json.loads(reply.read())
             return result
 
@@ -143,7 +187,7 @@ def export(
     query = urllib.parse.urlencode({"from_date": from_date, "to_date": to_date, **params})
     request = urllib.request.Request(f"{server.url}/api/2.0/export?{query}")
     request.add_header("Authorization", basic(secret))
-    with urllib.request.urlopen(request, timeout=60) as reply:
+    with urllib.request.urlopen(request, timeout=60, context=server.ssl_context()) as reply:
         body = reply.read()
     return [json.loads(line) for line in body.splitlines() if line.strip()]
 
@@ -155,6 +199,7 @@ def start_with_project(
     secret: str,
     project_id: int | None = None,
     service_account: tuple[str, str] | None = None,
+    tls: TLSFiles | None = None,
 ) -> Server:
     """Create a project (and optionally a service account) with the CLI, then start."""
     create = ["projects", "create", "test", "--token", token, "--secret", secret]
@@ -174,7 +219,7 @@ def start_with_project(
             "--secret",
             account_secret,
         )
-    return Server(data_dir).start()
+    return Server(data_dir, tls=tls).start()
 
 
 REQUEST_TIMEOUT = 30.0
@@ -206,7 +251,13 @@ def request(
 ) -> Reply:
     """One request on its own connection; a hang fails on the socket timeout, and no
     reply may be a 5xx (clients retry those forever). An iterable body goes chunked."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=REQUEST_TIMEOUT)
+    conn = (
+        http.client.HTTPSConnection(
+            "127.0.0.1", server.port, timeout=REQUEST_TIMEOUT, context=server.tls.client_context()
+        )
+        if server.tls
+        else http.client.HTTPConnection("127.0.0.1", server.port, timeout=REQUEST_TIMEOUT)
+    )
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()

@@ -30,6 +30,12 @@ def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
 class Settings:
     host: str = _setting("127.0.0.1", "Address the HTTP server listens on.")
     port: int = _setting(8000, "TCP port the HTTP server listens on.")
+    tls_cert: Path | None = _setting(
+        None,
+        "PEM certificate (chain) file: serve HTTPS directly with it and --tls-key. The "
+        "Node and Python Mixpanel libraries send secrets and retry only over HTTPS.",
+    )
+    tls_key: Path | None = _setting(None, "PEM private key file for --tls-cert.")
     data_dir: Path = _setting(
         Path("trackhouse-data"),
         "Directory holding the journal, the DuckDB store and the project registry.",
@@ -107,7 +113,13 @@ class Settings:
     sql_max_rows: int = _setting(10_000, "Most rows a read-only SQL query returns.")
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
 
-    # -- derived paths -------------------------------------------------------------
+    # -- derived values ------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Where the server listens, as a client on this machine would write it."""
+        scheme = "https" if self.tls_cert is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
     @property
     def journal_dir(self) -> Path:
         return self.data_dir / "journal"
@@ -147,6 +159,8 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
             return int(raw)
         if kind_name == "Path":
             return Path(raw)
+        if kind_name == "Path | None":  # an empty value unsets it
+            return Path(raw) if str(raw).strip() else None
         if kind_name.startswith("tuple"):
             items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
             return tuple(str(i).strip() for i in items if str(i).strip())
@@ -171,6 +185,12 @@ def _validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name}: must be positive")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("settings tls_cert and tls_key: give both or neither")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"setting {name}: cannot read {path}")
     if settings.log_level not in {"debug", "info", "warning", "error"}:
         raise ConfigError("setting log_level: one of debug, info, warning, error")
     return settings

@@ -18,7 +18,7 @@ from trackhouse.cli.source import (
     find_project,
     journaled_store,
     json_from_server,
-    running_server_url,
+    running_server,
 )
 from trackhouse.errors import StorageError
 from trackhouse.journal.records import encode_deletion
@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     project = find_project(settings, args.project_id)
     ids = parse_distinct_ids({"distinct_ids": json.dumps(args.distinct_ids)})
-    url = running_server_url(settings)
-    if url:
+    server = running_server(settings)
+    if server:
         result = json_from_server(
-            url,
+            server,
             "/api/data-deletions",
             project.secret,
             {"distinct_ids": json.dumps(ids)},

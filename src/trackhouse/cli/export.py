@@ -11,7 +11,7 @@ import sys
 from typing import Any, BinaryIO
 
 from trackhouse.cli.common import add_settings_arguments, settings_from_args
-from trackhouse.cli.source import copy_from_server, find_project, loaded_store, running_server_url
+from trackhouse.cli.source import copy_from_server, find_project, loaded_store, running_server
 from trackhouse.query.export import export_lines, parse_export_params
 
 
@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     parse_export_params(project.id, params)  # refuse bad dates before any work
     out: BinaryIO = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
     try:
-        url = running_server_url(settings)
-        if url:
-            copy_from_server(url, "/api/2.0/export", project.secret, params, out)
+        server = running_server(settings)
+        if server:
+            copy_from_server(server, "/api/2.0/export", project.secret, params, out)
         else:
             with loaded_store(settings) as store:
                 for chunk in export_lines(store, parse_export_params(project.id, params)):

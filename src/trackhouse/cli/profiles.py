@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from trackhouse.cli.common import add_settings_arguments, settings_from_args
-from trackhouse.cli.source import find_project, json_from_server, loaded_store, running_server_url
+from trackhouse.cli.source import find_project, json_from_server, loaded_store, running_server
 from trackhouse.query.profiles import PAGE_SIZE, parse_profile_params, profile_result
 from trackhouse.settings import Settings
 
@@ -69,13 +69,13 @@ def profiles(
     """Every matching profile as the query API's result objects."""
     project = find_project(settings, project_id)
     request = parse_profile_params(project.id, params)  # refuse bad input before any work
-    url = running_server_url(settings)
-    if url:
+    server = running_server(settings)
+    if server:
         session: dict[str, str] = {}
         page = 0
         while True:
             reply = json_from_server(
-                url,
+                server,
                 "/api/2.0/engage",
                 project.secret,
                 {**params, **session, "page": str(page), "page_size": str(PAGE_SIZE)},

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from trackhouse.cli.common import add_settings_arguments, settings_from_args
-from trackhouse.cli.source import find_project, json_from_server, loaded_store, running_server_url
+from trackhouse.cli.source import find_project, json_from_server, loaded_store, running_server
 from trackhouse.query.sql import result_csv, result_json, result_table
 
 
@@ -35,10 +35,13 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     project = find_project(settings, args.project_id)
-    url = running_server_url(settings)
-    if url:
+    server = running_server(settings)
+    if server:
         reply = json_from_server(
-            url, "/api/sql", project.secret, {"sql": args.sql, "limit": str(settings.sql_max_rows)}
+            server,
+            "/api/sql",
+            project.secret,
+            {"sql": args.sql, "limit": str(settings.sql_max_rows)},
         )
     else:
         with loaded_store(settings) as store:

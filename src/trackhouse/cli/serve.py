@@ -73,9 +73,8 @@ def run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_default_project(settings)
     print(
-        f"trackhouse: serving http://{settings.host}:{settings.port} "
-        f"(data in {settings.data_dir.resolve()})\n"
-        f"trackhouse: console at http://{settings.host}:{settings.port}/console "
+        f"trackhouse: serving {settings.url} (data in {settings.data_dir.resolve()})\n"
+        f"trackhouse: console at {settings.url}/console "
         "(sign in with a project's API secret)",
         flush=True,
     )
@@ -94,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         # default would trust X-Forwarded-For from any loopback peer.
         proxy_headers=False,
         timeout_graceful_shutdown=30,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
     server = uvicorn.Server(config)
     handle_exit = server.handle_exit

@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from trackhouse.errors import ProjectError, TrackhouseError
@@ -37,20 +39,41 @@ def find_project(settings: Settings, project_id: int) -> Project:
     return project
 
 
-def running_server_url(settings: Settings) -> str | None:
+@dataclass(frozen=True)
+class RunningServer:
+    """The server running on a data directory, from the file it writes there."""
+
+    url: str
+    tls_cert: str | None  # the certificate it serves HTTPS with
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Trust exactly the server's own certificate (often self-signed) and not the
+        host name in the URL: it is the listening address (0.0.0.0, 127.0.0.1), and the
+        pid in the file already says which process this is."""
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(cafile=self.tls_cert)
+        context.check_hostname = False
+        # A CA-issued leaf certificate is a trust anchor of its own too.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return context
+
+
+def running_server(settings: Settings) -> RunningServer | None:
     try:
         info = json.loads(settings.server_file.read_text())
         os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
+        return RunningServer(str(info["url"]), info.get("tls_cert"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return str(info["url"])
 
 
 @contextmanager
 def _server_reply(
-    url: str, path: str, secret: str, params: dict[str, str], *, post: bool = False
+    server: RunningServer, path: str, secret: str, params: dict[str, str], *, post: bool = False
 ) -> Iterator[BinaryIO]:
     query = urllib.parse.urlencode(params)
+    url = server.url
     if post:  # a form body
         request = urllib.request.Request(f"{url}{path}", data=query.encode(), method="POST")  # noqa: S310 - our own server
     else:
@@ -58,7 +81,7 @@ def _server_reply(
     token = base64.b64encode(f"{secret}:".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=60) as reply:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60, context=server.ssl_context()) as reply:  # noqa: S310
             yield reply
     except urllib.error.HTTPError as exc:
         raise TrackhouseError(_reason(exc.read())) from exc
@@ -77,18 +100,18 @@ def _reason(body: bytes) -> str:
 
 
 def copy_from_server(
-    url: str, path: str, secret: str, params: dict[str, str], out: BinaryIO
+    server: RunningServer, path: str, secret: str, params: dict[str, str], out: BinaryIO
 ) -> None:
     """Stream a reply body (an export) to ``out``."""
-    with _server_reply(url, path, secret, params) as reply:
+    with _server_reply(server, path, secret, params) as reply:
         while chunk := reply.read(1 << 16):
             out.write(chunk)
 
 
 def json_from_server(
-    url: str, path: str, secret: str, params: dict[str, str], *, post: bool = False
+    server: RunningServer, path: str, secret: str, params: dict[str, str], *, post: bool = False
 ) -> Any:
-    with _server_reply(url, path, secret, params, post=post) as reply:
+    with _server_reply(server, path, secret, params, post=post) as reply:
         return json.loads(reply.read())
 
 

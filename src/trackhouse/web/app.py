@@ -141,7 +141,9 @@ class TrackhouseApp:
     def _write_server_file(self) -> None:
         info = {
             "pid": os.getpid(),
-            "url": f"http://{self.settings.host}:{self.settings.port}",
+            "url": self.settings.url,
+            # The CLI trusts this certificate (it may be self-signed) when it calls us.
+            "tls_cert": str(self.settings.tls_cert.resolve()) if self.settings.tls_cert else None,
         }
         tmp = self.settings.server_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
