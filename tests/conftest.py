@@ -8,7 +8,7 @@ import pytest
 
 from tests.serverproc import Server, TLSFiles
 
-pytest_plugins = ["tests.conformance"]
+pytest_plugins = ["tests.conformance", "tests.tmpfs"]
 
 
 @pytest.fixture
