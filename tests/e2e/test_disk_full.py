@@ -12,6 +12,11 @@ the refusal body of its endpoint (web/responses.py); anything else (another stat
 server must take data again and its loader must catch up; then the export must hold
 every acknowledged $insert_id exactly once and nothing else, and so must the export
 after a restart on the same data directory.
+
+The last test is the store stopping while the journal goes on: the store's disk is full
+and the journal's (a symlinked directory elsewhere) is not. The journal acknowledges up
+to --journal-max-backlog-bytes, then every endpoint answers 503; once the store can write
+again the backlog loads exactly once, both in the same process and after a SIGKILL.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -673,4 +679,104 @@ def test_journal_resumes_after_inode_exhaustion_at_segment_rotation(
     print(
         f"\ninodes exhausted ({inodes} ballast files) at a segment rotation: "
         f"{ledger.figures('full')}; resumed {took:.2f}s after freeing them"
+    )
+
+
+# -- the store stops writing while the journal goes on -------------------------------------
+BACKLOG_BOUND = 4 * 1024 * 1024
+
+
+def _start_with_journal_elsewhere(disk: Disk, journal_dir: Path) -> Server:
+    """A server whose store is on the small disk and whose journal is not (a symlink):
+    filling the disk stops the store's writes while the journal still has room."""
+    journal_dir.mkdir()
+    (disk.data_dir / "journal").symlink_to(journal_dir, target_is_directory=True)
+    return _start(
+        disk,
+        "--journal-max-backlog-bytes",
+        str(BACKLOG_BOUND),
+        "--journal-segment-bytes",
+        str(1024 * 1024),
+    )
+
+
+def _load_until_backlog_full(server: Server, ledger: Ledger, phase: str) -> dict[str, Any]:
+    """Send while the store cannot write: the journal acknowledges up to its bound, then
+    every endpoint is refused. Returns the status seen once refused everywhere."""
+    load = Load(server.port, ledger, phase)
+    load.start()
+    start = len(ledger.snapshot())
+
+    def refused_everywhere() -> bool:
+        late = [s for s in ledger.snapshot()[start:] if s.phase == phase]
+        return {s.endpoint for s in late if s.outcome is Outcome.REFUSED} == set(ENDPOINTS)
+
+    try:
+        _poll(f"{phase}: 503 on every endpoint once the backlog is full", 60.0, refused_everywhere)
+    finally:
+        load.join()
+    ledger.assert_no_bad()
+    status = server.status()
+    counts = ledger.count(phase)
+    # The journal absorbed the backlog before refusing: acknowledged requests that the
+    # store has not taken, up to the bound.
+    assert counts[Outcome.ACKED] > 0, ledger.figures(phase)
+    assert status["loader_errors"] > 0, status
+    assert status["backlog_bytes"] > BACKLOG_BOUND, status
+    assert status["backlog_bytes"] < 2 * BACKLOG_BOUND, status  # bounded, not runaway
+    refusals = {s.detail for s in ledger.snapshot() if s.phase == phase}
+    assert any("backlog" in detail for detail in refusals), refusals
+    return status
+
+
+@pytest.mark.timeout(180)
+def test_store_down_journal_absorbs_its_bound_then_503_then_loads_exactly_once(
+    mount_disk: Callable[..., Disk], tmp_path: Path
+) -> None:
+    disk = mount_disk()
+    server = _start_with_journal_elsewhere(disk, tmp_path / "journal-elsewhere")
+    first_day = _utc_day()
+    ledger = Ledger()
+    try:
+        Load(server.port, ledger, "room").run(requests_per_worker=10)
+        assert ledger.count("room")[Outcome.REFUSED] == 0, ledger.figures("room")
+        loaded = _wait_loaded(server)["events_loaded"]
+
+        # Round 1: the store stops; the same server recovers once the store can write.
+        disk.fill()
+        down = _load_until_backlog_full(server, ledger, "down")
+        # Reading goes on from what the store holds.
+        assert len(export(server, SECRET, first_day, _utc_day())) == loaded
+        disk.free()
+        freed = time.monotonic()
+        recovered = _wait_loaded(server)
+        caught_up = time.monotonic() - freed
+        probe = _make("import", "probe-after-recovery", 3, "probe")
+        assert send(server.port, probe, ledger) is Outcome.ACKED, probe.detail
+        _wait_loaded(server)
+        _verify_export(server, first_day, ledger)
+
+        # Round 2: the store stops again and the server is killed with its backlog
+        # still in the journal; a new process loads it once the store can write.
+        disk.fill()
+        _load_until_backlog_full(server, ledger, "down-again")
+        server.kill()
+        disk.free()
+        disk.restart(server)
+        restarted = _wait_loaded(server)
+        before = _verify_export(server, first_day, ledger)
+        assert restarted["duplicates_dropped"] == 0, restarted
+        _restart_and_compare(disk, server, first_day, ledger, before)
+        _assert_clean_log(disk)
+    except AssertionError:
+        _show_logs(disk)
+        raise
+    print(
+        f"\nstore down (its disk full, the journal's not; bound {BACKLOG_BOUND >> 20} MiB): "
+        f"{ledger.figures('down')} (backlog_bytes {down['backlog_bytes']}, loader_errors "
+        f"{down['loader_errors']}); the same server caught up {caught_up:.2f}s after the "
+        f"store could write (events_loaded {recovered['events_loaded']}); second time "
+        f"{ledger.figures('down-again')}, then SIGKILL and a restart loaded the backlog; "
+        f"{len(before)} events exported exactly once, {len(ledger.refused_ids())} refused "
+        "ids absent"
     )
