@@ -164,10 +164,12 @@ def _worker(
         conn.close()
 
 
-def _load_then_kill(server: Server, kill_round: int, load_seconds: float) -> list[SentRequest]:
+def _load_then_kill(
+    server: Server, kill_round: int, load_seconds: float, workers: int = WORKERS
+) -> list[SentRequest]:
     """Concurrent /track and /import load, a SIGKILL in the middle of it."""
     stop = threading.Event()
-    sent: list[list[SentRequest]] = [[] for _ in range(WORKERS)]
+    sent: list[list[SentRequest]] = [[] for _ in range(workers)]
     threads = [
         threading.Thread(
             target=_worker,
@@ -175,7 +177,7 @@ def _load_then_kill(server: Server, kill_round: int, load_seconds: float) -> lis
             name=f"crash-load-{worker}",
             daemon=True,
         )
-        for worker in range(WORKERS)
+        for worker in range(workers)
     ]
     for thread in threads:
         thread.start()

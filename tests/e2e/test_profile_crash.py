@@ -10,8 +10,9 @@ The increments make that checkable from ``n`` alone. Each thread adds ``2**bit``
 every profile its request names), keeping its bit until a request of its goes
 unanswered, then takes a fresh one: every bit is owned by at most one unacknowledged
 request. So for each profile, stored ``n`` minus the sum acknowledged is a sum of
-distinct powers of two, one per unacknowledged request that landed. Each request also
-adds 1 to ``c`` and appends its id to ``log``, which must tell the same story.
+distinct powers of two, one per unacknowledged request that landed. (Bits past 39 go
+to ``n1``, ``n2``…, so that the sums stay 64-bit integers.) Each request also adds 1 to ``c``
+and appends its id to ``log``, which must tell the same story.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ KILL_GAP_S = (0.2, 1.0)
 TAIL_S = 0.5  # traffic after the last restart
 HTTP_TIMEOUT = 10.0
 LOADED_TIMEOUT = 30.0
-MAX_BIT = 62  # increments stay within a signed 64-bit integer
+# Bits per counter: a thread keeps its bit for every acknowledged request until one goes
+# unanswered, so a counter holds up to 2**ERA_BITS times the requests sent (~2**13) and
+# must stay within a signed 64-bit integer (past it, the sum becomes a double).
+ERA_BITS = 40
 
 USERS = tuple(f"crash-user-{i}" for i in range(5))
 GROUP_KEY, GROUP_ID = "company", "crash-co"
@@ -68,12 +72,17 @@ class Sent:
     outcome: Outcome = Outcome.UNKNOWN
 
     @property
+    def counter(self) -> str:
+        return f"n{self.bit // ERA_BITS}"
+
+    @property
     def increment(self) -> int:
-        return 1 << self.bit
+        return 1 << (self.bit % ERA_BITS)
 
 
 class Bits:
-    """Hands out each power of two once."""
+    """Hands out each bit once: bit b is 2**(b % ERA_BITS) added to the property
+    n<b // ERA_BITS>, so there are as many as unanswered requests need."""
 
     def __init__(self) -> None:
         self._next = 0
@@ -83,8 +92,6 @@ class Bits:
         with self._lock:
             bit = self._next
             self._next += 1
-        if bit > MAX_BIT:
-            raise RuntimeError("out of bits: too many unanswered requests")
         return bit
 
     @property
@@ -108,7 +115,7 @@ def _body(sent: Sent) -> bytes:
             if group_key is not None
             else {"$distinct_id": profile_id}
         )
-        updates.append({"$token": TOKEN, **who, "$add": {"n": sent.increment, "c": 1}})
+        updates.append({"$token": TOKEN, **who, "$add": {sent.counter: sent.increment, "c": 1}})
         updates.append({"$token": TOKEN, **who, "$append": {"log": sent.request_id}})
     return urllib.parse.urlencode({"data": json.dumps(updates), "verbose": "1"}).encode()
 
@@ -184,21 +191,29 @@ def _verify(stored: dict[Key, dict[str, Any] | None], requests: list[Sent]) -> F
         acked = [r for r in mine if r.outcome is Outcome.ACKED]
         unknown = {r.bit: r for r in mine if r.outcome is Outcome.UNKNOWN}
         assert len(unknown) == sum(r.outcome is Outcome.UNKNOWN for r in mine), "bit reused"
-        acked_sum = sum(r.increment for r in acked)
-        unknown_sum = sum(r.increment for r in unknown.values())
         props = stored[key]
         if props is None:
             assert not acked, f"{key}: no profile, yet {len(acked)} requests were acknowledged"
             continue
-        assert set(props) <= {"n", "c", "log", "$last_seen"}, (key, sorted(props))
-        n, c, log = props["n"], props["c"], props["log"]
+        counters = {r.counter for r in mine}
+        assert set(props) <= {"c", "log", "$last_seen", *counters}, (key, sorted(props))
+        c, log = props["c"], props["log"]
 
-        assert acked_sum <= n <= acked_sum + unknown_sum, (key, n, acked_sum, unknown_sum)
-        extra = n - acked_sum
-        landed_bits = {bit for bit in range(extra.bit_length()) if extra >> bit & 1}
-        strays = landed_bits - set(unknown)
-        assert not strays, f"{key}: n - acknowledged = {extra}, not a sum of unanswered requests"
-        landed = {unknown[bit].request_id for bit in landed_bits}
+        landed: set[str] = set()
+        for counter in sorted(counters):
+            era_acked = [r for r in acked if r.counter == counter]
+            era_unknown = {r.bit % ERA_BITS: r for r in unknown.values() if r.counter == counter}
+            acked_sum = sum(r.increment for r in era_acked)
+            unknown_sum = sum(r.increment for r in era_unknown.values())
+            n = props.get(counter, 0)  # absent: nothing of this era landed
+            assert acked_sum <= n <= acked_sum + unknown_sum, (key, counter, n, acked_sum)
+            extra = n - acked_sum
+            landed_bits = {bit for bit in range(extra.bit_length()) if extra >> bit & 1}
+            strays = landed_bits - set(era_unknown)
+            assert not strays, (
+                f"{key}: {counter} - acknowledged = {extra}, not a sum of unanswered requests"
+            )
+            landed |= {era_unknown[bit].request_id for bit in landed_bits}
         for request_id in landed:
             landed_on.setdefault(request_id, set()).add(key)
 
