@@ -6,14 +6,13 @@ update is folded into its profile (and that rate), and the raw floor measured in
 same run on the same bodies (form-decode + JSON parse in one process). Never fails on a
 timing.
 
-    .venv/bin/python bench/profile_load.py [--clients 8] [--requests 60]
+    .venv/bin/python -m bench.profile_load [--clients 8] [--requests 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +24,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.serverproc import Server, cli, query_profiles
 
-from bench.common import drive, peak_rss_mb
+from bench.loadgen import keepalive_clients
+from bench.probe import peak_rss_mb
 
 TOKEN, SECRET = "bench-token", "bench-secret"
 PROFILES = 20_000
@@ -62,26 +62,30 @@ def run(clients: int, requests: int, updates: int) -> dict[str, float]:
         cli(data_dir, "projects", "create", "bench", "--token", TOKEN, "--secret", SECRET)
         server = Server(data_dir).start()
         try:
-            elapsed, latencies = drive(
-                server,
+            load = keepalive_clients(
+                "127.0.0.1",
+                server.port,
                 "/engage",
                 bodies,
                 {"Content-Type": "application/x-www-form-urlencoded"},
                 clients,
-                lambda status, body: body == b"1",
             )
+            if load.errors:
+                raise RuntimeError(f"{load.errors} requests failed")
+            elapsed = load.seconds
             acked = time.perf_counter()
             server.wait_loaded(timeout=600)
             fold_s = time.perf_counter() - acked
             total_profiles = query_profiles(server, SECRET, page_size="1").json()["total"]
-            rss = peak_rss_mb(server)
+            assert server.process is not None
+            rss = peak_rss_mb(server.process.pid)
         finally:
             server.stop()
     total = requests * updates
     return {
         "updates_per_s_acked": total / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "p50_ms": load.p50_ms,
+        "p99_ms": load.p99_ms,
         "fold_after_last_ack_s": fold_s,
         "updates_per_s_folded": total / (elapsed + fold_s),
         "profiles": total_profiles,
