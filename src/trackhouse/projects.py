@@ -23,6 +23,11 @@ from typing import Any
 
 from trackhouse.errors import ProjectError
 
+# How old the /track path's view of the registry may be: what other processes change
+# (`trackhouse projects update`, a rotated secret) counts within this; a token it does
+# not know is looked up at once.
+STALE_S = 0.5
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     id                 INTEGER PRIMARY KEY,
@@ -93,6 +98,7 @@ class Registry:
         self._by_token: dict[str, Project] = {}
         self._by_secret: dict[str, Project] = {}
         self._accounts: dict[str, tuple[int, str, str]] = {}
+        self._checked = 0.0
         self.refresh()
 
     # -- reading ---------------------------------------------------------------------
@@ -103,6 +109,7 @@ class Registry:
         with self._lock:
             try:
                 version = self._db.execute("PRAGMA data_version").fetchone()[0]
+                self._checked = time.monotonic()
                 if version == self._version and not force:
                     return
                 projects = [
@@ -126,6 +133,13 @@ class Registry:
             self._by_secret = {p.secret: p for p in projects}
             self._accounts = accounts
             self._version = version
+
+    def refresh_if_stale(self) -> None:
+        """``refresh``, at most every STALE_S: for the per-request path of /track,
+        /engage and /groups, where the query (and the GIL it hands to the loader thread
+        while SQLite runs) cost more than the rest of a one-event request."""
+        if time.monotonic() - self._checked >= STALE_S:
+            self.refresh()
 
     def projects(self) -> list[Project]:
         self.refresh()

@@ -75,13 +75,21 @@ class Services:
         )
 
     def token_resolver(self) -> Callable[[str], int | None]:
-        """Token → project id for one request (registry changes seen at its start)."""
+        """Token → project id for one request."""
         registry = self.registry
-        registry.refresh()
+        registry.refresh_if_stale()
         auto_create = self.settings.auto_create_projects
+        looked = False
 
         def resolve(token: str) -> int | None:
+            nonlocal looked
             project = registry.by_token(token)
+            if project is None and not looked:
+                # Created a moment ago by another process? Once per request, so that a
+                # request full of unknown tokens costs one registry query, not 2000.
+                looked = True
+                registry.refresh()
+                project = registry.by_token(token)
             if project is None and auto_create:
                 project = registry.create_project(f"auto {token[:40]}", token=token)
             return None if project is None else project.id
