@@ -39,13 +39,14 @@ class TLSFiles:
         return ssl.create_default_context(cafile=str(self.ca))
 
 
-def make_tls(directory: Path) -> TLSFiles:
-    """Generate TLSFiles in directory (trustme: no openssl CLI, no network)."""
+def make_tls(directory: Path, *extra_names: str) -> TLSFiles:
+    """Generate TLSFiles in directory (trustme: no openssl CLI, no network); the
+    certificate names 127.0.0.1, localhost and any ``extra_names``."""
     import trustme
 
     directory.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    leaf = ca.issue_cert("127.0.0.1", "localhost", *extra_names)
     files = TLSFiles(directory / "server.pem", directory / "server.key", directory / "ca.pem")
     leaf.private_key_pem.write_to_path(str(files.key))
     leaf.cert_chain_pems[0].write_to_path(str(files.cert))

@@ -122,6 +122,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 # ---- the official Python SDK --------------------------------------------------------
 
 
+@pytest.mark.conformance("mixpanel (Python)", "people")
 def test_people_operations_fold_into_the_profile(server: Server) -> None:
     mp = mixpanel.Mixpanel(TOKEN, consumer=mixpanel.Consumer(**urls(server)))
 
@@ -245,6 +246,7 @@ def test_people_operations_fold_into_the_profile(server: Server) -> None:
     assert all_profiles(server, SECRET, "company") == {}
 
 
+@pytest.mark.conformance("mixpanel (Python)", "people")
 def test_last_seen_follows_time_and_ignore_time(server: Server) -> None:
     mp = mixpanel.Mixpanel(TOKEN, consumer=mixpanel.Consumer(**urls(server)))
 
@@ -283,6 +285,7 @@ def test_last_seen_follows_time_and_ignore_time(server: Server) -> None:
     assert_profile(profile(server, SECRET, "Quiet", group_key="company"), {"q": 1}, None)
 
 
+@pytest.mark.conformance("mixpanel (Python)", "groups")
 def test_group_operations_fold_into_the_group_profile(server: Server) -> None:
     mp = mixpanel.Mixpanel(TOKEN, consumer=mixpanel.Consumer(**urls(server)))
 
@@ -328,6 +331,7 @@ def test_group_operations_fold_into_the_group_profile(server: Server) -> None:
     assert all_profiles(server, SECRET) == {}
 
 
+@pytest.mark.conformance("mixpanel (Python)", "people")
 def test_buffered_consumer_flushes_many_people_set_calls(server: Server) -> None:
     buffered = mixpanel.BufferedConsumer(max_size=50, **urls(server))
     mp = mixpanel.Mixpanel(TOKEN, consumer=buffered)

@@ -41,6 +41,7 @@ def urls(server: Server) -> dict[str, str]:
     }
 
 
+@pytest.mark.conformance("mixpanel (Python)", "plain HTTP")
 def test_track_buffered_and_import_read_back_through_export(server: Server, today: str) -> None:
     mp = mixpanel.Mixpanel(TOKEN, consumer=mixpanel.Consumer(**urls(server)))
     mp.track(
@@ -114,12 +115,14 @@ def test_track_buffered_and_import_read_back_through_export(server: Server, toda
     }
 
 
+@pytest.mark.conformance("mixpanel (Python)", "import (bad credentials)")
 def test_sdk_raises_on_wrong_secret(server: Server) -> None:
     mp = mixpanel.Mixpanel(TOKEN, consumer=mixpanel.Consumer(**urls(server)))
     with pytest.raises(mixpanel.MixpanelException, match="Invalid credentials"):
         mp.import_data(TOKEN, "user-1", "x", int(time.time()), api_secret="not-the-secret")
 
 
+@pytest.mark.conformance("mixpanel (Python)", "plain HTTP")
 def test_profile_calls_are_acknowledged(server: Server) -> None:
     """people_* and group_* are accepted and durably logged (issue #3 folds them into
     profiles); the SDK would raise on any reply but status 1."""
