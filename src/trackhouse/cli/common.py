@@ -18,6 +18,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, names: list[str] | N
             continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default}; env TRACKHOUSE_{f.name.upper()})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if f.type == "bool":
             parser.add_argument(
                 flag,
