@@ -76,6 +76,15 @@ class Settings:
         "capped at the same size).",
     )
     max_event_bytes: int = _setting(1024 * 1024, "Largest JSON size of one event.")
+    max_header_bytes: int = _setting(
+        64 * 1024, "Largest request head (request line and headers); past it, 431."
+    )
+    request_timeout_s: int = _setting(
+        60,
+        "A request's headers must arrive within this many seconds of the connection "
+        "opening (or the previous reply), and its body within this many seconds of its "
+        "headers; else 408 and the connection is closed.",
+    )
     track_max_age_days: int = _setting(
         5, "/track refuses events whose time is older than this many days."
     )
@@ -180,6 +189,8 @@ def _validate(settings: Settings) -> Settings:
         "max_events_per_request",
         "max_body_bytes",
         "max_event_bytes",
+        "max_header_bytes",
+        "request_timeout_s",
         "sql_timeout_ms",
         "sql_max_rows",
     ):

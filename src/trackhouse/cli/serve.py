@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 from types import FrameType
 from typing import Any
 
@@ -15,6 +16,7 @@ from trackhouse.projects import Registry
 from trackhouse.settings import Settings
 from trackhouse.web.app import create_app
 from trackhouse.web.console import STREAM_PATH
+from trackhouse.web.guard import guarded_protocol
 
 
 def register(commands: Any) -> None:
@@ -64,8 +66,25 @@ def _drop_streams(server: uvicorn.Server) -> None:
             transport.abort()
 
 
+def raise_open_file_limit() -> None:
+    """Every connection is a file descriptor, and a soft limit of 1024 (systemd's and
+    many shells' default) would stall a public endpoint at 1024 clients. The hard limit
+    is what the operator allows; take all of it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        logging.getLogger(__name__).warning(
+            "cannot raise the open-file limit from %d: %s", soft, exc
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     limit_arenas(2)  # before any thread allocates (trackhouse/malloc.py says why)
+    raise_open_file_limit()
     settings = settings_from_args(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -84,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(settings),  # httptools, with header and time limits
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,

@@ -140,9 +140,11 @@ def loads(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        fast_error = str(exc)
-    if "recursion" in fast_error.lower():
-        raise PayloadError("invalid JSON: nested too deeply")
+        fast_error = json_error(exc)
+    if not fast_error.startswith(_NOT_UTF8):
+        # Not an encoding problem: the stdlib would only find the same fault, slowly
+        # (a 10 MB body held the event loop for a second).
+        raise PayloadError(f"invalid JSON: {fast_error}")
     try:
         text = raw.decode("utf-8", "surrogateescape")
         if _nesting_exceeds(text, _MAX_NESTING_FOR_SLOW_PATH):
@@ -150,6 +152,19 @@ def loads(raw: bytes) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise PayloadError(f"invalid JSON: {fast_error}") from exc
+
+
+_NOT_UTF8 = "not valid UTF-8"
+
+
+def json_error(exc: ValueError) -> str:
+    """orjson's reason, in words a client can act on (its depth limit is 1024)."""
+    text = str(exc)
+    if "depth limit" in text or "recursion" in text.lower():
+        return "nested too deeply"
+    if "surrogate" in text or "UTF-8" in text:
+        return f"{_NOT_UTF8} ({text})"
+    return text
 
 
 def _nesting_exceeds(text: str, limit: int) -> bool:

@@ -19,7 +19,12 @@ def _plain(value: Any, kind: str) -> Any:
     if value is None:
         return None
     if kind == "JSON" and isinstance(value, str):
-        return orjson.loads(value)
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            # Valid for DuckDB, not for orjson (nested past 1024, a number past a
+            # double): the JSON text itself, as a string.
+            return value
     if isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, dt.datetime | dt.date | dt.time):

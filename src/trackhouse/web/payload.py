@@ -7,7 +7,7 @@ import urllib.parse
 import orjson
 
 from trackhouse.errors import PayloadError
-from trackhouse.ingest.decode import gunzip
+from trackhouse.ingest.decode import gunzip, json_error
 from trackhouse.web.http import Request
 
 
@@ -48,6 +48,8 @@ async def query_params(request: Request) -> dict[str, str]:
             )
         else:
             params.update(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"the body is not a JSON object: {json_error(exc)}") from exc
+    except UnicodeDecodeError as exc:
         raise PayloadError("the body is neither a UTF-8 form nor a JSON object") from exc
     return params
