@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +22,9 @@ from pathlib import Path
 import msgspec
 import orjson
 from isal import isal_zlib
-from tests.serverproc import free_port
 
 from bench import bodies
-from bench.loadgen import wrk
+from bench.loadgen import EMPTY_APP, asgi_server, wrk
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,10 +63,11 @@ def gunzippers(payloads: list[bytes], events: int) -> dict[str, float]:
 
 
 SERVERS = {
-    "uvicorn + httptools + uvloop": [
-        "-m", "uvicorn", "bench.empty_app:app", "--loop", "uvloop", "--http", "httptools",
+    "uvicorn + httptools + uvloop": EMPTY_APP,
+    "uvicorn + h11 + uvloop": [
+        "-m", "uvicorn", "bench.empty_app:app", "--loop", "uvloop", "--http", "h11",
+        "--no-access-log", "--log-level", "warning",
     ],
-    "uvicorn + h11 + uvloop": ["-m", "uvicorn", "bench.empty_app:app", "--loop", "uvloop", "--http", "h11"],
     "granian (1 worker, asgi)": [
         "-m", "granian", "--interface", "asgi", "--workers", "1", "bench.empty_app:app",
     ],
@@ -80,33 +77,12 @@ SERVERS = {
 def http_stacks(payloads: list[bytes], seconds: int, workdir: Path) -> dict[str, float]:
     results = {}
     for name, argv in SERVERS.items():
-        port = free_port()
-        flags = ["--port", str(port)]
-        if "uvicorn" in argv:
-            flags += ["--no-access-log", "--log-level", "warning"]
-        process = subprocess.Popen(
-            [sys.executable, *argv, *flags], cwd=REPO, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise
-                    time.sleep(0.1)
+        with asgi_server(argv) as url:
             load = wrk(
-                f"http://127.0.0.1:{port}", "/track/", payloads,
-                {"Content-Type": "application/x-www-form-urlencoded"},
+                url, "/track/", payloads, {"Content-Type": "application/x-www-form-urlencoded"},
                 connections=64, seconds=seconds, workdir=workdir,
             )  # fmt: skip
             results[name] = load.requests / load.seconds
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     return results
 
 

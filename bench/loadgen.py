@@ -8,12 +8,53 @@ import http.client
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.serverproc import free_port
+
 LUA = Path(__file__).with_name("wrk_bodies.lua")
+REPO = Path(__file__).resolve().parents[1]
+
+# The floor of the HTTP stack: bench/empty_app.py as trackhouse serves (uvicorn, httptools,
+# uvloop, no access log).
+EMPTY_APP = [
+    "-m", "uvicorn", "bench.empty_app:app", "--loop", "uvloop", "--http", "httptools",
+    "--no-access-log", "--log-level", "warning", "--no-server-header",
+]  # fmt: skip
+
+
+@contextmanager
+def asgi_server(argv: list[str]) -> Iterator[str]:
+    """``python <argv> --port P`` run from the repository; yields its URL once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, *argv, "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @dataclass

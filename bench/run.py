@@ -18,8 +18,6 @@ import base64
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from tests.serverproc import Server, cli, free_port
+from tests.serverproc import Server, cli
 
 from bench import bodies
-from bench.loadgen import Load, keepalive_clients, wrk
+from bench.loadgen import EMPTY_APP, Load, asgi_server, keepalive_clients, wrk
 from bench.prefill import prefilled
 from bench.probe import Probe
 
@@ -224,49 +222,12 @@ def _row(
 
 def http_floor(payloads: list[bytes], connections: int, seconds: int, workdir: Path) -> float:
     """Requests/s of an empty ASGI app on the same server stack, driven the same way."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.empty_app:app",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--no-server-header",
-        ],
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with asgi_server(EMPTY_APP) as url:
         load = wrk(
-            f"http://127.0.0.1:{port}",
-            TRACK_PATH,
-            payloads,
-            TRACK_HEADERS,
-            connections=connections,
-            seconds=seconds,
-            workdir=workdir,
-        )
-        return load.requests / load.seconds
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+            url, TRACK_PATH, payloads, TRACK_HEADERS,
+            connections=connections, seconds=seconds, workdir=workdir,
+        )  # fmt: skip
+    return load.requests / load.seconds
 
 
 def machine() -> str:
