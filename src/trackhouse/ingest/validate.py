@@ -389,9 +389,15 @@ def _clean_value(value: Any, depth: int, path: str, containers: int = 0) -> Any:
             noun = "keys" if kind is dict else "elements"
             raise Invalid(path, f"has {len(value)} {noun}; fewer than {MAX_COLLECTION} are allowed")
         if kind is list:
-            return [
-                _clean_value(v, depth, f"{path}[{i}]", containers + 1) for i, v in enumerate(value)
-            ]
+            out: list[Any] = []
+            for i, item in enumerate(value):
+                scalar = _clean_scalar(item)
+                out.append(
+                    _clean_value(item, depth, f"{path}[{i}]", containers + 1)
+                    if scalar is _NOT_SCALAR
+                    else scalar
+                )
+            return out
         if depth >= MAX_DEPTH:
             raise Invalid(path, f"objects nested more than {MAX_DEPTH} levels deep")
         return clean_object(value, depth + 1, path, containers + 1)
@@ -411,19 +417,34 @@ def _wide_int(value: int, path: str) -> float:
         raise Invalid(path, "number is too large") from None
 
 
+_NOT_SCALAR = object()
+
+
+def _clean_scalar(value: Any) -> Any:
+    """The common values' fast path (no error path to name): a cleaned string, number,
+    boolean or null, or _NOT_SCALAR for anything that needs _clean_value."""
+    kind = type(value)
+    if kind is str:
+        return value[:MAX_STRING] if len(value) > MAX_STRING else value
+    if kind is bool or value is None:
+        return value
+    if kind is int:
+        return value if _INT_MIN <= value < _INT_MAX else _NOT_SCALAR
+    if kind is float:
+        return value if math.isfinite(value) else _NOT_SCALAR
+    return _NOT_SCALAR
+
+
 def clean_object(obj: dict[str, Any], depth: int, path: str, containers: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in obj.items():
         name = key[:MAX_STRING] if len(key) > MAX_STRING else key
-        kind = type(value)
-        if kind is str:
-            out[name] = value[:MAX_STRING] if len(value) > MAX_STRING else value
-        elif kind is int:
-            out[name] = value if _INT_MIN <= value < _INT_MAX else _wide_int(value, path)
-        elif kind is bool or value is None:
-            out[name] = value
-        else:
-            out[name] = _clean_value(value, depth, f"{path}.{name}", containers)
+        scalar = _clean_scalar(value)
+        out[name] = (
+            _clean_value(value, depth, f"{path}.{name}", containers)
+            if scalar is _NOT_SCALAR
+            else scalar
+        )
     return out
 
 
