@@ -78,6 +78,9 @@ TRACK_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 TRACK_PATH = "/track/?verbose=1&ip=1"
 
 
+SERVER_ARGS: list[str] = []  # --server-arg: extra `trackhouse serve` flags for every scenario
+
+
 def _server(data_dir: Path) -> Server:
     if not (data_dir / "projects.sqlite").exists():
         cli(
@@ -90,7 +93,7 @@ def _server(data_dir: Path) -> Server:
             "--secret",
             bodies.SECRET,
         )
-    return Server(data_dir).start()
+    return Server(data_dir, args=SERVER_ARGS).start()
 
 
 class Readers:
@@ -276,7 +279,14 @@ def main() -> None:
         "--import-requests", type=int, default=200, help="2000-event batches per (a) run"
     )
     parser.add_argument("--seconds", type=int, default=10, help="duration of the wrk runs")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="a `trackhouse serve` flag for every scenario, e.g. --server-arg=--no-journal-fsync",
+    )
     args = parser.parse_args()
+    SERVER_ARGS.extend(args.server_arg)
     only = set(args.only.split(","))
     unknown = only - set(SCENARIOS)
     if unknown:
@@ -286,24 +296,37 @@ def main() -> None:
 
     print(f"machine: {machine()}", flush=True)
     print("building request bodies...", flush=True)
+    # Only what the chosen scenarios send (the /track bodies take a while to build).
     import_payloads = [bodies.import_body(b, 2000) for b in range(args.import_requests)]
-    single = [bodies.track_body(b, 1, seed=1) for b in range(20_000 * args.seconds)]
-    batches = [bodies.track_body(b, 50, seed=2) for b in range(2_500 * args.seconds)]
+    single = (
+        [bodies.track_body(b, 1, seed=1) for b in range(20_000 * args.seconds)]
+        if "b" in only
+        else []
+    )
+    batches = (
+        [bodies.track_body(b, 50, seed=2) for b in range(2_500 * args.seconds)]
+        if "c" in only
+        else []
+    )
 
     floors = Floors(
         import_events_per_s=_timed(lambda: bodies.import_floor(import_payloads)),
-        track_events_per_s=_timed(lambda: bodies.track_floor(single[:50_000])),
-        track_batch_events_per_s=_timed(lambda: bodies.track_floor(batches[:2_000])),
+        track_events_per_s=_timed(lambda: bodies.track_floor(single[:50_000])) if single else 0.0,
+        track_batch_events_per_s=(
+            _timed(lambda: bodies.track_floor(batches[:2_000])) if batches else 0.0
+        ),
     )
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="trackhouse-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        floors.http_requests_per_s = http_floor(single, 64, min(args.seconds, 5), tmp)
+        if single:
+            floors.http_requests_per_s = http_floor(single, 64, min(args.seconds, 5), tmp)
         print(
             f"floors: gunzip+parse {floors.import_events_per_s:,.0f} ev/s; form+base64+parse "
             f"{floors.track_events_per_s:,.0f} ev/s single, "
             f"{floors.track_batch_events_per_s:,.0f} ev/s in 50s; empty ASGI app "
-            f"{floors.http_requests_per_s:,.0f} req/s (64 connections)",
+            f"{floors.http_requests_per_s:,.0f} req/s (64 connections) (0: not measured, "
+            "no scenario needs it)",
             flush=True,
         )
 

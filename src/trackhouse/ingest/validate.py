@@ -7,6 +7,7 @@ as a function. One bad event never spoils its batch: each becomes a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import math
@@ -51,7 +52,9 @@ PLACEHOLDER_IDS = frozenset(
 _INSERT_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 
 # Properties that become columns (or are never stored) rather than JSON properties.
-_COLUMN_PROPERTIES = ("token", "time", "$time", "distinct_id", "$distinct_id", "$insert_id", "ip")
+_COLUMN_PROPERTIES = frozenset(
+    ("token", "time", "$time", "distinct_id", "$distinct_id", "$insert_id", "ip")
+)
 
 
 class Endpoint(Enum):
@@ -114,6 +117,11 @@ class RequestContext:
     track_max_age_ms: int = 5 * 86_400_000
     future_tolerance_ms: int = 3_600_000
     max_event_bytes: int = 1024 * 1024
+    #: endpoint.is_import, read once per event or more: a plain field, not an Enum property.
+    is_import: bool = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_import", self.endpoint.is_import)
 
 
 @dataclass(slots=True)
@@ -186,20 +194,20 @@ def _normalize(raw: Any, ctx: RequestContext, resolve_token: TokenResolver) -> E
     distinct_id = _distinct_id(props, ctx, name)
     insert_id = _given_insert_id(props, ctx)
 
-    extra = {k: v for k, v in props.items() if k not in _COLUMN_PROPERTIES}
-    if len(extra) >= MAX_PROPERTIES:
+    count = len(props) - len(_COLUMN_PROPERTIES.intersection(props))
+    if count >= MAX_PROPERTIES:
         raise Invalid(
             "properties",
-            f"event has {len(extra)} properties; fewer than {MAX_PROPERTIES} are allowed",
+            f"event has {count} properties; fewer than {MAX_PROPERTIES} are allowed",
         )
-    extra = clean_object(extra, 0, "properties")
+    extra = clean_object(props, 0, "properties", skip=_COLUMN_PROPERTIES)
     try:
         if insert_id is None:
             insert_id = _generated_insert_id(name, distinct_id, time_ms, extra, props)
         extra["mp_processing_time_ms"] = ctx.received_ms
         if ctx.api_host:
             extra["$mp_api_endpoint"] = ctx.api_host[:MAX_STRING]  # a client's Host header
-        if ctx.endpoint.is_import:
+        if ctx.is_import:
             extra["$import"] = True
         encoded = orjson.dumps(extra)
     except TypeError:  # orjson refuses lone surrogates: a string that was not UTF-8
@@ -275,7 +283,7 @@ def _time_ms(props: dict[str, Any], ctx: RequestContext) -> int:
         raise Invalid(field, "time must be a number of seconds or milliseconds since the epoch")
     if time_ms < MIN_TIME_MS:
         raise Invalid(field, "time is before 1971-01-01")
-    if ctx.endpoint.is_import:
+    if ctx.is_import:
         if time_ms > ctx.received_ms + ctx.future_tolerance_ms:
             raise Invalid(field, "time is more than 1 hour in the future")
         return min(time_ms, ctx.received_ms)
@@ -298,7 +306,7 @@ def _distinct_id(props: dict[str, Any], ctx: RequestContext, name: str) -> str:
         if isinstance(ids, list) and len(ids) == 2 and all(isinstance(i, str) and i for i in ids):
             raw = ids[0]
     if raw is None:
-        if ctx.endpoint.is_import:
+        if ctx.is_import:
             raise Invalid(field, "distinct_id is missing")
         given = props.get("ip")
         address = given.strip() if isinstance(given, str) and _is_ip(given) else ctx.client_ip
@@ -310,7 +318,7 @@ def _distinct_id(props: dict[str, Any], ctx: RequestContext, name: str) -> str:
     value = raw if isinstance(raw, str) else _number_text(raw)
     if has_surrogates(value):
         raise Invalid(field, "distinct_id is not valid UTF-8")
-    if ctx.endpoint.is_import and value.strip().lower() in PLACEHOLDER_IDS:
+    if ctx.is_import and value.strip().lower() in PLACEHOLDER_IDS:
         raise Invalid(field, f"distinct_id {value!r} is a placeholder value, not an identity")
     return value[:MAX_STRING]
 
@@ -435,9 +443,18 @@ def _clean_scalar(value: Any) -> Any:
     return _NOT_SCALAR
 
 
-def clean_object(obj: dict[str, Any], depth: int, path: str, containers: int = 0) -> dict[str, Any]:
+def clean_object(
+    obj: dict[str, Any],
+    depth: int,
+    path: str,
+    containers: int = 0,
+    skip: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """``obj`` with every value cleaned (``_clean_value``), leaving out the keys in ``skip``."""
     out: dict[str, Any] = {}
     for key, value in obj.items():
+        if key in skip:
+            continue
         name = key[:MAX_STRING] if len(key) > MAX_STRING else key
         scalar = _clean_scalar(value)
         out[name] = (
