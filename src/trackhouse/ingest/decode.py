@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -72,7 +73,12 @@ class RequestParams:
 
 def parse_params(query_string: bytes, body: bytes, content_type: str) -> RequestParams:
     """Spec §2.2–2.3: find the parameters in the query string and in a form-like body."""
-    params = _parse_form(query_string, "query string")
+    return params_with_body(_parse_form(query_string, "query string"), body, content_type)
+
+
+def params_with_body(query: Mapping[str, str], body: bytes, content_type: str) -> RequestParams:
+    """``parse_params`` for a query string already parsed (the web layer has it)."""
+    params = dict(query)
     if not body.strip():
         return RequestParams(params, None)
     if first_significant_byte(body) in "[{":

@@ -13,7 +13,7 @@ from trackhouse.errors import (
     RequestError,
     Unavailable,
 )
-from trackhouse.ingest.decode import RequestParams, as_list, decode_data, loads, parse_params
+from trackhouse.ingest.decode import RequestParams, as_list, decode_data, loads, params_with_body
 from trackhouse.ingest.validate import Rejection
 from trackhouse.web import responses
 from trackhouse.web.http import Request, Response
@@ -41,7 +41,7 @@ async def client_endpoint(
         body = (
             await read_body(request, settings.max_body_bytes) if request.method == "POST" else b""
         )
-        params = parse_params(request.query_string, body, request.headers.get("content-type", ""))
+        params = params_with_body(request.query, body, request.headers.get("content-type", ""))
         mode = responses.track_mode(params.params)
         if params.json_body is not None:  # spec §2.3: a JSON body is the payload itself
             raw = as_list(loads(params.json_body))

@@ -7,10 +7,10 @@ connection (and the memory of what it sent) for as long as it likes. This subcla
 
 * request heads (request line and headers) of at most ``max_header_bytes`` and
   ``MAX_HEADERS`` headers, else 431 and the connection closed;
-* a head that must be complete within ``request_timeout_s`` of the connection opening
-  or the previous request ending (then 408, or a silent close if nothing was sent:
-  a browser's idle preconnected socket deserves no error);
-* a body that must be complete within ``request_timeout_s`` of its head, else 408.
+* a first head that must be complete within ``request_timeout_s`` of the connection
+  opening (then 408, or a silent close if nothing was sent: a browser's idle
+  preconnected socket deserves no error), and any head or body that a read leaves
+  unfinished must be complete within ``request_timeout_s`` of that read, else 408.
 
 Everything is counted as bytes arrive, so a huge header is cut off after about one
 read past the limit and never buffered whole. uvicorn's own keep-alive timeout still
@@ -103,6 +103,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(431, f"more than {MAX_HEADERS} request headers")
         elif self._in_head and self._head_bytes > self.max_header_bytes:
             self._refuse(431, f"request headers exceed {self.max_header_bytes} bytes")
+        elif self._timer is None and (self._head_bytes or not self._in_head):
+            # A head or a body left unfinished by this read: from now on it has
+            # request_timeout_s. (Armed only then: most requests arrive in one read,
+            # and a timer per request costs the event loop more than this check.)
+            self._arm()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -117,7 +122,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._header_count = 0
-        self._arm()  # now for the body
+        self._disarm()  # the head is in; data_received arms again if the body is not
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -129,14 +134,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._in_head = True
         # No timer while the app works on it: a reply may take long (an export, a
-        # console stream); the next head's timer starts once the reply is sent.
+        # console stream). Once it is sent, uvicorn's keep-alive timer closes the
+        # connection if nothing comes; bytes of a next head arm ours (data_received).
         self._disarm()
         super().on_message_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._in_head and not self.transport.is_closing():
-            self._arm()  # for the next request's head (keep-alive closes idle ones first)
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:

@@ -14,7 +14,7 @@ from trackhouse.ingest.decode import (
     decode_data,
     decode_import_body,
     first_significant_byte,
-    parse_params,
+    params_with_body,
 )
 from trackhouse.ingest.validate import Endpoint, RequestContext, validate_events
 from trackhouse.journal.records import encode_events
@@ -50,9 +50,7 @@ async def handle_import(request: Request, services: Services) -> Response:
         if strict_param is None:
             strict = not form
         if form:
-            params = parse_params(
-                request.query_string, body, request.headers.get("content-type", "")
-            )
+            params = params_with_body(request.query, body, request.headers.get("content-type", ""))
             legacy = TrackMode(verbose=params.params.get("verbose") == "1")
             if params.params.get("strict") in ("0", "1"):
                 strict = params.params["strict"] == "1"
