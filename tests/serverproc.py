@@ -63,15 +63,22 @@ def free_port() -> int:
         return port
 
 
-def cli(data_dir: Path, *args: str) -> Any:
-    """Run a trackhouse CLI command with --json on data_dir and return its JSON."""
-    out = subprocess.run(
-        [sys.executable, "-m", "trackhouse", *args, "--json", "--data-dir", str(data_dir)],
-        check=True,
+def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a trackhouse CLI command on data_dir; its exit code and output, unchecked."""
+    return subprocess.run(
+        [sys.executable, "-m", "trackhouse", *args, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
+        check=False,
     )
+
+
+def cli(data_dir: Path, *args: str) -> Any:
+    """Run a trackhouse CLI command with --json on data_dir and return its JSON."""
+    out = run_cli(data_dir, *args, "--json")
+    if out.returncode != 0:
+        raise subprocess.CalledProcessError(out.returncode, out.args, out.stdout, out.stderr)
     return json.loads(out.stdout)
 
 

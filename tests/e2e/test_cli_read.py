@@ -5,8 +5,6 @@ work: through a running server, and on the data directory after the server is go
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,20 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.serverproc import Server, basic, dumps, request, send_updates, start_with_project
+from tests.serverproc import (
+    Server,
+    import_events,
+    run_cli,
+    send_updates,
+    start_with_project,
+)
 
 TOKEN = "cli-token"
 SECRET = "cli-secret"
-
-
-def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackhouse", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def ndjson(text: str) -> list[dict[str, Any]]:
@@ -48,14 +42,7 @@ def send_events(server: Server, names: list[str]) -> None:
         }
         for i, name in enumerate(names)
     ]
-    reply = request(
-        server,
-        "POST",
-        "/import?strict=1",
-        dumps(events),
-        {"Content-Type": "application/json", "Authorization": basic(SECRET)},
-    )
-    assert reply.status == 200, reply
+    import_events(server, SECRET, events)
 
 
 def fill(server: Server) -> None:

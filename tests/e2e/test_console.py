@@ -9,6 +9,7 @@ reads the event stream with a raw socket reader whose every read has a deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import http.client
 import json
@@ -31,7 +32,7 @@ import pytest
 
 from tests.serverproc import Reply, Server, basic, cli, dumps, export, import_events, request
 from trackhouse.live import EVENTS_PER_MESSAGE, QUEUE_MESSAGES
-from trackhouse.projects import Registry
+from trackhouse.projects import Project, Registry
 from trackhouse.web.sessions import SESSION_S
 
 pytestmark = pytest.mark.e2e
@@ -82,14 +83,6 @@ T = TypeVar("T")
 
 
 # -- the shared server -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Project:
-    id: int
-    name: str
-    token: str
-    secret: str
-
-
 @dataclass
 class Env:
     data_dir: Path
@@ -125,7 +118,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             made = registry.create_project(
                 name, token=f"tok-{name}-{tag}", secret=f"sec-{name}-{tag}"
             )
-            projects[name] = Project(made.id, made.name, made.token, made.secret)
+            projects[name] = made
     finally:
         registry.close()
     environment = Env(data_dir, Server(data_dir), projects)
@@ -673,9 +666,7 @@ def test_rotating_the_secret_ends_an_open_stream(env: Env) -> None:
         assert sign_in(env, new_secret)[0].status == 200  # the server has seen the rotation
         assert_json_error(get(env, SESSION, cookie=cookie), 401)
         secret_event = event("after rotation", "rot-1", now_ms() - 1000)
-        send_import(
-            env, Project(project.id, project.name, project.token, new_secret), [secret_event]
-        )
+        send_import(env, dataclasses.replace(project, secret=new_secret), [secret_event])
         try:
             message = stream.next(timeout=5)
         except TimeoutError:

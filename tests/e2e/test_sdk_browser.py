@@ -74,6 +74,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, Response
 from tests.browser import REPO, launch_chromium, new_page
 from tests.serverproc import Server, cli, export, profile, send_updates
 from tests.tmpfs import Disk
+from trackhouse.projects import Project
 
 pytestmark = pytest.mark.e2e
 
@@ -493,18 +494,11 @@ def open_run(browser: Browser, page_origin: str, today: str) -> Iterator[OpenRun
 
 
 # -- servers, projects and seeded profiles ------------------------------------------------
-@dataclass(frozen=True)
-class Project:
-    token: str
-    secret: str
-    id: int
-
-
 def create_project(data_dir: Path, name: str) -> Project:
     slug = _slug(name)
     token, secret = f"sdkb-{slug}-token", f"sdkb-{slug}-secret"
     created = cli(data_dir, "projects", "create", slug, "--token", token, "--secret", secret)
-    return Project(token, secret, int(created["id"]))
+    return Project(**created)
 
 
 def seed_profiles(server: Server, token: str, user: str) -> None:

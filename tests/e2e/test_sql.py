@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.serverproc import Reply, Server, basic, cli, dumps, request, send_updates
+from tests.serverproc import Reply, Server, basic, cli, dumps, import_events, request, send_updates
 
 SECRET_A, TOKEN_A = "sql-secret-a", "sql-token-a"
 SECRET_B, TOKEN_B = "sql-secret-b", "sql-token-b"
@@ -41,14 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             }
             for i in range(count)
         ]
-        reply = request(
-            srv,
-            "POST",
-            "/import?strict=1",
-            dumps(events),
-            {"Content-Type": "application/json", "Authorization": basic(secret)},
-        )
-        assert reply.status == 200, reply
+        import_events(srv, secret, events)
     send_updates(srv, [{"$token": TOKEN_A, "$distinct_id": "a0", "$set": {"plan": "pro"}}])
     send_updates(srv, [{"$token": TOKEN_B, "$distinct_id": "b0", "$set": {"plan": "b-only"}}])
     send_updates(

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +22,7 @@ from tests.serverproc import (
     import_events,
     make_tls,
     request,
+    run_cli,
     start_with_project,
 )
 
@@ -43,16 +42,6 @@ def server(tmp_path: Path, tls: TLSFiles) -> Iterator[Server]:
     started = start_with_project(tmp_path / "data", token=TOKEN, secret=SECRET, tls=tls)
     yield started
     started.kill()
-
-
-def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackhouse", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_https_track_import_and_export_round_trip(server: Server, today: str) -> None:
@@ -83,7 +72,7 @@ def test_https_track_import_and_export_round_trip(server: Server, today: str) ->
     )
     server.wait_loaded()
     # The CLI finds the running server in server.json and trusts its certificate there.
-    out = _run(server.data_dir, "export", "--project", "1", "--from", today, "--to", today)
+    out = run_cli(server.data_dir, "export", "--project", "1", "--from", today, "--to", today)
     assert out.returncode == 0, out.stderr
     names = sorted(json.loads(line)["event"] for line in out.stdout.splitlines())
     assert names == ["imported", "over tls"]
@@ -120,6 +109,6 @@ def test_incomplete_or_unreadable_tls_settings_are_refused_at_start(
     tmp_path: Path, tls: TLSFiles, flags: list[str], message: str
 ) -> None:
     argv = [flag.replace("CERT", str(tls.cert)).replace("KEY", str(tls.key)) for flag in flags]
-    out = _run(tmp_path / "data", "serve", "--port", str(free_port()), *argv)
+    out = run_cli(tmp_path / "data", "serve", "--port", str(free_port()), *argv)
     assert out.returncode != 0
     assert message in out.stderr, out.stderr
