@@ -38,11 +38,20 @@ class LoaderStats:
 
 
 class Loader:
-    def __init__(self, journal: Journal, store: Store, *, batch_events: int, idle_ms: int) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        store: Store,
+        *,
+        batch_events: int,
+        idle_ms: int,
+        interval_ms: int = 0,
+    ) -> None:
         self.journal = journal
         self.store = store
         self.batch_events = batch_events
         self.idle_s = idle_ms / 1000
+        self.interval_s = interval_ms / 1000
         self.stats = LoaderStats()
         start = store.checkpoint()
         self._position = start if start is not None else Position(0, 0)
@@ -73,9 +82,19 @@ class Loader:
     def _run(self) -> None:
         backoff = 0.1
         busy = False
+        next_start = 0.0
         while True:
+            # While data keeps arriving, a load starts at most every interval_s. Each
+            # load is a store transaction with a fixed cost, and it holds the interpreter
+            # lock the request handlers need: a load per group commit (hundreds a second
+            # under one-event /track) costs the API far more than it saves in lag. After
+            # an idle spell, or when a full batch left more waiting, it starts at once.
+            pause = next_start - time.monotonic()
+            if busy and pause > 0:
+                self._stop.wait(pause)  # stopping cuts it short: drain at once
+            next_start = time.monotonic() + self.interval_s
             try:
-                loaded = self.load_once()
+                loaded, behind = self._load()
             except Exception as exc:  # the loader must outlive any one failure
                 self.stats.errors += 1
                 self.stats.last_error = str(exc)
@@ -90,6 +109,8 @@ class Loader:
             backoff = 0.1
             if loaded:
                 busy = True
+                if behind:
+                    next_start = 0.0
                 continue
             if self._stop.is_set():
                 return
@@ -100,9 +121,14 @@ class Loader:
 
     def load_once(self) -> int:
         """Load one batch from the checkpoint; the number of journal records loaded."""
+        return self._load()[0]
+
+    def _load(self) -> tuple[int, bool]:
+        """Load one batch: the number of journal records loaded, and whether the batch
+        stopped short of what was durable when it began (more is waiting)."""
         end = self.journal.durable_end
         if end <= self._position:
-            return 0
+            return 0, False
         records = read_range(self.journal.directory, self._position, end, READ_BYTES_PER_BATCH)
         if not records:
             # Nothing valid before the durable end (empty segments from restarts, or a
@@ -112,7 +138,7 @@ class Loader:
                 self._position = end
                 self._progress.notify_all()
             self.journal.release(end)
-            return 0
+            return 0, False
         events = EventBatch([], [], [], [], [], [], [], [], [])
         updates = UpdateBatch([], [], [], [], [], [], [], [], [], [], [], [], [])
         taken = 0
@@ -123,7 +149,7 @@ class Loader:
                 if taken:  # load what came before it first: the deletion covers it
                     break
                 self._delete(content, record.end)
-                return 1
+                return 1, record.end < end
             taken += 1
             if isinstance(content, EventRecord):
                 _add_events(events, content)
@@ -136,7 +162,7 @@ class Loader:
         checkpoint = records[taken - 1].end
         added = self.store.write_batch(events, updates, checkpoint)
         self._advance(checkpoint, len(events), added, oldest_received)
-        return taken
+        return taken, checkpoint < end
 
     def _delete(self, record: DeletionRecord, end: Position) -> None:
         deleted = self.store.delete_users(record.project_id, record.distinct_ids, end)

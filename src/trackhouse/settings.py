@@ -67,6 +67,12 @@ class Settings:
     loader_idle_ms: int = _setting(
         50, "How long the loader sleeps when the journal has nothing new to load."
     )
+    loader_interval_ms: int = _setting(
+        100,
+        "Least time between the starts of two loads while events keep arriving (each "
+        "load is one store transaction: fewer, larger ones cost the API less). A load "
+        "after a quiet spell, or after a full batch, starts at once.",
+    )
     max_events_per_request: int = _setting(
         2000, "Most events (or profile updates) accepted in one request."
     )

@@ -60,6 +60,7 @@ class Services:
             store,
             batch_events=settings.loader_batch_events,
             idle_ms=settings.loader_idle_ms,
+            interval_ms=settings.loader_interval_ms,
         )
         return cls(
             settings,
