@@ -49,7 +49,6 @@ PLACEHOLDER_IDS = frozenset(
         "{}",
     }
 )
-_INSERT_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 
 # Properties that become columns (or are never stored) rather than JSON properties.
 _COLUMN_PROPERTIES = frozenset(
@@ -338,9 +337,13 @@ def _given_insert_id(props: dict[str, Any], ctx: RequestContext) -> str | None:
     value = props["$insert_id"]
     if not isinstance(value, str) or not value:
         raise Invalid(field, "$insert_id must be a non-empty string")
-    if len(value.encode("utf-8", "surrogatepass")) > 36:
+    # Bytes, so non-ASCII text is measured encoded; ASCII's length is its byte count.
+    size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    if size > 36:
         raise Invalid(field, "$insert_id is longer than 36 bytes")
-    if not _INSERT_ID_CHARS.issuperset(value):
+    letters = value.replace("-", "")
+    # isascii + isalnum (both in C) rather than a per-character set test.
+    if not value.isascii() or (letters and not letters.isalnum()):
         raise Invalid(field, "$insert_id may contain only letters, digits and '-'")
     if value.lower() in PLACEHOLDER_IDS:
         raise Invalid(field, f"$insert_id {value!r} is a placeholder value")
@@ -450,18 +453,28 @@ def clean_object(
     containers: int = 0,
     skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """``obj`` with every value cleaned (``_clean_value``), leaving out the keys in ``skip``."""
+    """``obj`` with every value cleaned (``_clean_value``), leaving out the keys in ``skip``.
+
+    The common values (short strings, 64-bit integers, finite floats, booleans, null)
+    are checked inline: this loop runs for every property of every event, and a call
+    per value was a tenth of validation."""
     out: dict[str, Any] = {}
     for key, value in obj.items():
         if key in skip:
             continue
         name = key[:MAX_STRING] if len(key) > MAX_STRING else key
-        scalar = _clean_scalar(value)
-        out[name] = (
-            _clean_value(value, depth, f"{path}.{name}", containers)
-            if scalar is _NOT_SCALAR
-            else scalar
-        )
+        kind = type(value)
+        if kind is str:
+            out[name] = value[:MAX_STRING] if len(value) > MAX_STRING else value
+        elif (
+            value is None
+            or kind is bool
+            or (kind is int and _INT_MIN <= value < _INT_MAX)
+            or (kind is float and math.isfinite(value))
+        ):
+            out[name] = value
+        else:
+            out[name] = _clean_value(value, depth, f"{path}.{name}", containers)
     return out
 
 
