@@ -1,6 +1,6 @@
-"""What the server process does during a scenario: CPU, peak RSS, and the lag from
-acknowledgement to queryable, sampled from outside (/proc and /-/status) so the
-measurement costs the server almost nothing."""
+"""What the server does during a scenario: CPU and peak RSS of its process and its
+ingest workers, and the lag from acknowledgement to queryable, sampled from outside
+(/proc and /-/status) so the measurement costs the server almost nothing."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def children(pid: int) -> list[int]:
+    """The process's child processes (the server's ingest workers)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.extend(int(child) for child in (task / "children").read_text().split())
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return found
+
+
 Position = tuple[int, int]  # (journal segment, offset), as /-/status reports it
 
 
@@ -54,17 +65,33 @@ class Probe:
     _pending: list[tuple[float, Position]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _cpu_start: float = 0.0
+    _cpu_start: dict[int, float] = field(default_factory=dict)  # by pid
+    _cpu_last: dict[int, float] = field(default_factory=dict)
     _wall_start: float = 0.0
     cpu_cores: float = 0.0
+    _peak_rss: dict[int, float] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
         assert self.server.process is not None
         return self.server.process.pid
 
+    def _processes(self) -> list[int]:
+        return [self.pid, *children(self.pid)]
+
+    def _note_processes(self) -> None:
+        """CPU and peak RSS of the server and its workers (which start mid-run, and
+        whose figures must be read before they exit)."""
+        for pid in self._processes():
+            try:
+                self._cpu_last[pid] = cpu_seconds(pid)
+                self._peak_rss[pid] = peak_rss_mb(pid)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+
     def start(self) -> Probe:
-        self._cpu_start = cpu_seconds(self.pid)
+        for pid in self._processes():
+            self._cpu_start[pid] = cpu_seconds(pid)
         self._wall_start = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="bench-probe", daemon=True)
         self._thread.start()
@@ -81,14 +108,15 @@ class Probe:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._sample(note=True)
+            self._note_processes()
             self._stop.wait(SAMPLE_S)
 
     def stop(self, settle_timeout: float = 300.0) -> None:
         """End of the load: CPU is measured to here; then wait for the loader to pass
         every sampled position."""
-        self.cpu_cores = (cpu_seconds(self.pid) - self._cpu_start) / (
-            time.perf_counter() - self._wall_start
-        )
+        self._note_processes()
+        used = sum(cpu - self._cpu_start.get(pid, 0.0) for pid, cpu in self._cpu_last.items())
+        self.cpu_cores = used / (time.perf_counter() - self._wall_start)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -107,4 +135,6 @@ class Probe:
         return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
 
     def peak_rss_mb(self) -> float:
-        return peak_rss_mb(self.pid)
+        """The server's peak plus each worker's: an upper bound of their peak together."""
+        self._note_processes()
+        return sum(self._peak_rss.values())

@@ -25,9 +25,26 @@ calls the foreign library, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrackhouseError(Exception):
     """Base of every error trackhouse raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross the pipe of an ingest worker as pickles. Exception's own reduce
+        # calls __init__ with the positional args only, which fails for the errors with
+        # keyword-only fields (RateLimited's retry_after): rebuild without __init__.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[TrackhouseError], args: tuple[Any, ...], state: dict[str, Any]
+) -> TrackhouseError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class RequestError(TrackhouseError):

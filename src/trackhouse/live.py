@@ -85,9 +85,12 @@ class LiveFeed:
             if event.project_id in self._watchers:
                 by_project[event.project_id].append(event)
         for project_id, mine in by_project.items():
-            message = _message(mine, received_ms, endpoint)
-            for watcher in self._watchers[project_id]:
-                watcher.offer(message)
+            self.offer(project_id, message_for(mine, received_ms, endpoint))
+
+    def offer(self, project_id: int, message: Message) -> None:
+        """A message built elsewhere (an ingest worker), to the project's watchers."""
+        for watcher in self._watchers.get(project_id, ()):
+            watcher.offer(message)
 
     def close(self) -> None:
         """End every stream (the server is stopping)."""
@@ -101,7 +104,8 @@ class LiveFeed:
         self._watchers.clear()
 
 
-def _message(events: list[Event], received_ms: int, endpoint: str) -> Message:
+def message_for(events: list[Event], received_ms: int, endpoint: str) -> Message:
+    """One request's events as a message (built once, whoever watches)."""
     shown = [_line(event) for event in events[:EVENTS_PER_MESSAGE]]
     head = b'{"received_ms":%d,"endpoint":%b,"more":%d,"events":[' % (
         received_ms,

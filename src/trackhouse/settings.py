@@ -67,6 +67,12 @@ class Settings:
     loader_idle_ms: int = _setting(
         50, "How long the loader sleeps when the journal has nothing new to load."
     )
+    ingest_workers: int = _setting(
+        os.cpu_count() or 1,
+        "Worker processes that decode and validate large /import bodies while the event "
+        "loop serves other requests (default: one per CPU; 0: all in the server process). "
+        "They start with the first large request.",
+    )
     loader_interval_ms: int = _setting(
         100,
         "Least time between the starts of two loads while events keep arriving (each "

@@ -109,6 +109,8 @@ class TrackhouseApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.services is not None:
+                    await self.services.workers.close()
                 self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

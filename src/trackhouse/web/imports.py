@@ -10,15 +10,9 @@ from __future__ import annotations
 import time
 
 from trackhouse.errors import PayloadTooLarge, RateLimited, RequestError, Unauthorized, Unavailable
-from trackhouse.ingest.decode import (
-    decode_data,
-    decode_import_body,
-    first_significant_byte,
-    params_with_body,
-)
-from trackhouse.ingest.validate import Endpoint, RequestContext, validate_events
-from trackhouse.journal.records import encode_events
-from trackhouse.projects import Project
+from trackhouse.ingest.decode import first_significant_byte, params_with_body
+from trackhouse.ingest.validate import Endpoint, RequestContext
+from trackhouse.prepare import ImportJob, Prepared, prepare_import
 from trackhouse.web import responses
 from trackhouse.web.auth import authenticate
 from trackhouse.web.http import Request, Response
@@ -49,19 +43,31 @@ async def handle_import(request: Request, services: Services) -> Response:
         form = _looks_like_form(request, body)
         if strict_param is None:
             strict = not form
+        data = None
         if form:
             params = params_with_body(request.query, body, request.headers.get("content-type", ""))
             legacy = TrackMode(verbose=params.params.get("verbose") == "1")
             if params.params.get("strict") in ("0", "1"):
                 strict = params.params["strict"] == "1"
-            raw_events = decode_data(params.params.get("data"))
-        else:
-            raw_events = decode_import_body(body)
-        if len(raw_events) > settings.max_events_per_request:
-            raise PayloadTooLarge(
-                f"request exceeds max limit of {settings.max_events_per_request} events"
-            )
-        return await _ingest(request, services, project, raw_events, strict, legacy)
+            data = params.params.get("data")
+        ctx = RequestContext(
+            endpoint=Endpoint.IMPORT_STRICT if strict else Endpoint.IMPORT_LEGACY,
+            received_ms=int(time.time() * 1000),
+            api_host=request.headers.get("host", ""),
+            project_id=project.id,
+            future_tolerance_ms=settings.import_future_tolerance_s * 1000,
+            max_event_bytes=settings.max_event_bytes,
+        )
+        job = ImportJob(
+            ctx,
+            b"" if form else body,
+            data,
+            form,
+            settings.max_events_per_request,
+            live=services.live.watchers(project.id) > 0,
+        )
+        prepared = await services.workers.run(prepare_import, job, weight=len(body))
+        return await _store(services, prepared, strict, legacy)
     except Unauthorized:
         return responses.unauthorized()
     except RateLimited as exc:
@@ -88,39 +94,24 @@ def _looks_like_form(request: Request, body: bytes) -> bool:
     return "data" in request.query
 
 
-async def _ingest(
-    request: Request,
-    services: Services,
-    project: Project,
-    raw_events: list[object],
-    strict: bool,
-    legacy: TrackMode,
+async def _store(
+    services: Services, prepared: Prepared, strict: bool, legacy: TrackMode
 ) -> Response:
-    settings = services.settings
-    ctx = RequestContext(
-        endpoint=Endpoint.IMPORT_STRICT if strict else Endpoint.IMPORT_LEGACY,
-        received_ms=int(time.time() * 1000),
-        api_host=request.headers.get("host", ""),
-        project_id=project.id,
-        future_tolerance_ms=settings.import_future_tolerance_s * 1000,
-        max_event_bytes=settings.max_event_bytes,
-    )
-    outcome = validate_events(raw_events, ctx, lambda _token: project.id)
-    services.take_rate(outcome.events)
-    if outcome.events:
-        await services.journal.append_and_sync(
-            encode_events(outcome.events, received_ms=ctx.received_ms, endpoint="import")
-        )
-        services.live.publish(outcome.events, received_ms=ctx.received_ms, endpoint="import")
+    services.spend_rate(prepared.usage)
+    if prepared.record is not None:
+        await services.journal.append_and_sync(prepared.record)
+        if prepared.live is not None:
+            for project_id in prepared.usage:
+                services.live.offer(project_id, prepared.live)
     if strict:
-        if not raw_events:
+        if not prepared.total:
             return responses.import_error(400, "request contains no events")
-        if outcome.rejections:
-            return responses.import_partial(outcome.accepted, outcome.rejections)
-        return responses.import_ok(outcome.accepted)
-    if not raw_events:
+        if prepared.rejections:
+            return responses.import_partial(prepared.accepted, prepared.rejections)
+        return responses.import_ok(prepared.accepted)
+    if not prepared.total:
         return responses.track_reply(legacy, ok=False, error="data, no events in payload")
-    if outcome.rejections:
-        error = responses.summarize_rejections(outcome.rejections, len(raw_events))
-        return responses.track_reply(legacy, ok=outcome.accepted > 0, error=error)
+    if prepared.rejections:
+        error = responses.summarize_rejections(prepared.rejections, prepared.total)
+        return responses.track_reply(legacy, ok=prepared.accepted > 0, error=error)
     return responses.track_reply(legacy, ok=True)

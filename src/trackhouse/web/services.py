@@ -18,8 +18,13 @@ from trackhouse.retention import Retention
 from trackhouse.settings import Settings
 from trackhouse.storage.duckdb import DuckDBStore
 from trackhouse.web.sessions import ConsoleSessions
+from trackhouse.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+# Bodies smaller than this are decoded and validated in the server process: a round
+# trip to a worker (two pipe transfers and two pickles) costs more than ~150 events do.
+WORKER_MIN_BYTES = 64 * 1024
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Services:
     live: LiveFeed
     console_sessions: ConsoleSessions
     retention: Retention
+    workers: WorkerPool
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -73,6 +79,7 @@ class Services:
             LiveFeed(),
             ConsoleSessions(),
             Retention(registry, store, interval_s=settings.retention_interval_s),
+            WorkerPool(settings.ingest_workers, min_weight=WORKER_MIN_BYTES),
         )
 
     def token_resolver(self) -> Callable[[str], int | None]:
@@ -100,8 +107,12 @@ class Services:
     def take_rate(self, items: Iterable[Event | ProfileUpdate]) -> None:
         """Spend each project's events-per-second and bytes-per-minute budgets on what
         a request stores, or raise RateLimited (and store nothing)."""
+        self.spend_rate(usage(items))
+
+    def spend_rate(self, used: dict[int, tuple[int, int]]) -> None:
+        """take_rate, for counts already made (per project: events, bytes)."""
         settings = self.settings
-        for project_id, (count, size) in usage(items).items():
+        for project_id, (count, size) in used.items():
             project = self.registry.get(project_id)
             per_second = project.events_per_second if project is not None else None
             per_minute = project.bytes_per_minute if project is not None else None

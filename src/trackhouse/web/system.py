@@ -27,6 +27,11 @@ async def handle_status(request: Request, services: Services) -> Response:
             "loader_errors": stats.errors,
             "loader_last_error": stats.last_error,
             "last_lag_ms": stats.last_lag_ms,
+            "ingest_workers": {
+                "running": [worker.process.pid for worker in services.workers.workers],
+                "jobs_in_workers": services.workers.jobs_in_workers,
+                "jobs_here": services.workers.jobs_here,
+            },
         }
     )
 
