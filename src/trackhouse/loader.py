@@ -13,11 +13,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+import pyarrow as pa
 
 from trackhouse.errors import StorageError
 from trackhouse.journal import Journal, Position, read_range
-from trackhouse.journal.records import DeletionRecord, EventRecord, UpdateRecord, decode
+from trackhouse.journal.records import (
+    DeletionRecord,
+    EventRecord,
+    EventTableRecord,
+    UpdateRecord,
+    decode,
+)
 from trackhouse.malloc import release_free_memory
 from trackhouse.storage.base import Deleted, EventBatch, Store, UpdateBatch
 
@@ -153,6 +161,8 @@ class Loader:
             taken += 1
             if isinstance(content, EventRecord):
                 _add_events(events, content)
+            elif isinstance(content, EventTableRecord):
+                events.tables.append(_event_columns(content))
             elif isinstance(content, UpdateRecord):
                 _add_updates(updates, content, record.position)
             if content is not None and oldest_received is None:
@@ -225,6 +235,31 @@ def _add_events(columns: EventBatch, record: EventRecord) -> None:
     columns.lib.extend(r[6] for r in rows)
     columns.received_ms.extend([record.received_ms] * len(rows))
     columns.endpoint.extend([record.endpoint] * len(rows))
+
+
+_RECORD_COLUMNS = (
+    "project_id",
+    "event",
+    "distinct_id",
+    "time_ms",
+    "insert_id",
+    "properties",
+    "lib",
+)
+_BATCH_COLUMNS = tuple(f.name for f in fields(EventBatch) if f.name != "tables")
+
+
+def _event_columns(record: EventTableRecord) -> pa.Table:
+    """A columnar record as the batch's columns: its own, and its received time and
+    endpoint repeated, in EventBatch's order."""
+    table = record.table
+    rows = table.num_rows
+    columns = {name: table.column(name) for name in _RECORD_COLUMNS}
+    columns["received_ms"] = pa.repeat(pa.scalar(record.received_ms, pa.int64()), rows)
+    columns["endpoint"] = pa.repeat(pa.scalar(record.endpoint, pa.string()), rows)
+    return pa.Table.from_arrays(
+        [columns[name] for name in _BATCH_COLUMNS], names=list(_BATCH_COLUMNS)
+    )
 
 
 def _add_updates(columns: UpdateBatch, record: UpdateRecord, position: Position) -> None:

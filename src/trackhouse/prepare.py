@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from trackhouse.errors import PayloadTooLarge
 from trackhouse.ingest.decode import decode_data, decode_import_body
 from trackhouse.ingest.validate import Rejection, RequestContext, validate_events
-from trackhouse.journal.records import encode_events
+from trackhouse.journal.records import encode_event_table, encode_events
 from trackhouse.live import Message, message_for
 from trackhouse.ratelimit import usage
 
@@ -26,6 +26,9 @@ class ImportJob:
     form: bool
     max_events: int
     live: bool  # someone watches the project: build the live feed's message too
+    # Journal the events columnar (Arrow): for a large request it spares the loader
+    # ~3 µs of Python per event; for a few events Arrow's fixed costs outweigh that.
+    columnar: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,8 @@ def prepare_import(job: ImportJob) -> Prepared:
     if outcome.events:
         received_ms = job.ctx.received_ms
         endpoint = "import"
-        record = encode_events(outcome.events, received_ms=received_ms, endpoint=endpoint)
+        encode = encode_event_table if job.columnar else encode_events
+        record = encode(outcome.events, received_ms=received_ms, endpoint=endpoint)
         if job.live:
             live = message_for(outcome.events, received_ms, endpoint)
     return Prepared(

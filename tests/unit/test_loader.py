@@ -1,6 +1,7 @@
-"""The loader's pacing, on a real journal and a real DuckDB file: a load after a quiet
-spell starts at once, loads while data keeps arriving are spaced by the interval, and a
-stop drains at once whatever the interval."""
+"""The loader, on a real journal and a real DuckDB file: a load after a quiet spell
+starts at once, loads while data keeps arriving are spaced by the interval, a stop
+drains at once whatever the interval; and columnar (Arrow) event records load exactly
+as JSON ones do."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from trackhouse.ingest.validate import Event
 from trackhouse.journal import Journal, Position
-from trackhouse.journal.records import encode_events
+from trackhouse.journal.records import encode_event_table, encode_events
 from trackhouse.loader import Loader
 from trackhouse.storage.duckdb import DuckDBStore
 
@@ -79,3 +80,51 @@ def test_a_full_batch_is_followed_at_once_by_the_next(parts: tuple[Journal, Duck
         assert loader.stats.batches == 5
     finally:
         loader.stop()
+
+
+def _stored(store: DuckDBStore) -> list[tuple[object, ...]]:
+    return store.run_sql(
+        1,
+        "SELECT event, distinct_id, time, insert_id, properties, received_at, endpoint, lib "
+        "FROM events ORDER BY insert_id",
+        max_rows=1000,
+        timeout_s=30,
+    ).rows
+
+
+def _record(events: list[Event], columnar: bool) -> bytes:
+    encode = encode_event_table if columnar else encode_events
+    return encode(events, received_ms=1_700_000_000_000, endpoint="import")
+
+
+def test_columnar_and_json_records_load_the_same_rows_and_dedup_each_other(
+    parts: tuple[Journal, DuckDBStore], tmp_path: Path
+) -> None:
+    journal, store = parts
+    events = [
+        Event(1, f"e{i}", f"u{i}", 1_700_000_000_000 + i, f"id{i}", f'{{"n":{i}}}', lib)
+        for i, lib in enumerate(["web", None, "python"])
+    ]
+    # Both kinds of record in one batch, then the same events again in the other form.
+    for record in (_record(events[:2], True), _record(events[2:], False)):
+        asyncio.run(journal.append_and_sync(record))
+    resent = [_record(events, False), _record(events, True)]
+    ends = [asyncio.run(journal.append_and_sync(record)) for record in resent]
+    loader = Loader(journal, store, batch_events=1000, idle_ms=50)
+    loader.catch_up()
+    assert loader.position >= ends[-1]
+    assert loader.stats.events_loaded == 3
+    assert loader.stats.duplicates_dropped == 6
+    # The same events, all JSON, into a second store: the very same rows.
+    other = DuckDBStore(tmp_path / "other.duckdb")
+    try:
+        second = Journal(tmp_path / "journal-json", fsync=False)
+        try:
+            asyncio.run(second.append_and_sync(_record(events, False)))
+            Loader(second, other, batch_events=1000, idle_ms=50).catch_up()
+        finally:
+            second.close()
+        assert _stored(store) == _stored(other)
+        assert [row[7] for row in _stored(store)] == ["web", None, "python"]
+    finally:
+        other.close()

@@ -34,8 +34,10 @@ def _events() -> list[dict[str, Any]]:
     return [*good, bad, ignored]
 
 
-def _job(body: bytes, *, live: bool = True, max_events: int = 2000) -> ImportJob:
-    return ImportJob(CTX, body, None, False, max_events, live)
+def _job(
+    body: bytes, *, live: bool = True, max_events: int = 2000, columnar: bool = False
+) -> ImportJob:
+    return ImportJob(CTX, body, None, False, max_events, live, columnar)
 
 
 def _roundtrip(value: Any) -> Any:

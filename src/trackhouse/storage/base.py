@@ -18,8 +18,10 @@ passed is never applied again, so a replay after a crash cannot double an ``$add
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import pyarrow as pa
 
 from trackhouse.journal.segments import Position
 from trackhouse.query.where import Expr
@@ -27,7 +29,9 @@ from trackhouse.query.where import Expr
 
 @dataclass(frozen=True, slots=True)
 class EventBatch:
-    """Columns of events to store; every list has the same length."""
+    """Columns of events to store; every list has the same length. More events may come
+    already columnar, in ``tables``: Arrow tables with these same columns, in this order
+    (what ingest workers journal). The store stores both."""
 
     project_id: list[int]
     event: list[str]
@@ -38,9 +42,10 @@ class EventBatch:
     received_ms: list[int]
     endpoint: list[str]
     lib: list[str | None]
+    tables: list[pa.Table] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.event)
+        return len(self.event) + sum(int(table.num_rows) for table in self.tables)
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,7 +215,7 @@ class DuckDBStore:
             raise StorageError(f"cannot read the load checkpoint: {exc}") from exc
 
     def write_batch(self, events: EventBatch, updates: UpdateBatch, checkpoint: Position) -> int:
-        event_table = _table(events, _SCHEMA) if len(events) else None
+        event_table = _event_table(events) if len(events) else None
         update_table = _table(updates, _UPDATE_SCHEMA) if len(updates) else None
         with self._transaction("cannot write to the store") as con:
             added = 0
@@ -454,6 +454,14 @@ def _slices(
 
 def _table(batch: EventBatch | UpdateBatch, schema: pa.Schema) -> pa.Table:
     return _columns(schema, [getattr(batch, f.name) for f in schema])
+
+
+def _event_table(batch: EventBatch) -> pa.Table:
+    """The batch's rows, listed and already columnar, as one table of _SCHEMA."""
+    tables = [table.cast(_SCHEMA) for table in batch.tables]
+    if batch.event or not tables:
+        tables.insert(0, _table(batch, _SCHEMA))
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def _execute_with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:

@@ -65,6 +65,7 @@ async def handle_import(request: Request, services: Services) -> Response:
             form,
             settings.max_events_per_request,
             live=services.live.watchers(project.id) > 0,
+            columnar=len(body) >= services.workers.min_weight,
         )
         prepared = await services.workers.run(prepare_import, job, weight=len(body))
         return await _store(services, prepared, strict, legacy)
