@@ -77,15 +77,18 @@ class LiveFeed:
     def watchers(self, project_id: int) -> int:
         return len(self._watchers.get(project_id, ()))
 
+    def watched(self) -> frozenset[int]:
+        """The projects someone watches now."""
+        return frozenset(self._watchers)
+
     def publish(self, events: Iterable[Event], *, received_ms: int, endpoint: str) -> None:
+        """One request's events, to whoever watches their projects."""
         if not self._watchers:
             return
-        by_project: dict[int, list[Event]] = defaultdict(list)
-        for event in events:
-            if event.project_id in self._watchers:
-                by_project[event.project_id].append(event)
-        for project_id, mine in by_project.items():
-            self.offer(project_id, message_for(mine, received_ms, endpoint))
+        for project_id, message in messages_for(
+            events, self.watched(), received_ms, endpoint
+        ).items():
+            self.offer(project_id, message)
 
     def offer(self, project_id: int, message: Message) -> None:
         """A message built elsewhere (an ingest worker), to the project's watchers."""
@@ -102,6 +105,21 @@ class LiveFeed:
                     watcher.queue.get_nowait()
                 watcher.queue.put_nowait(None)
         self._watchers.clear()
+
+
+def messages_for(
+    events: Iterable[Event], watched: frozenset[int], received_ms: int, endpoint: str
+) -> dict[int, Message]:
+    """The message of each watched project that has events in a request. Built where the
+    request is prepared (maybe an ingest worker), delivered by LiveFeed.offer."""
+    by_project: dict[int, list[Event]] = defaultdict(list)
+    for event in events:
+        if event.project_id in watched:
+            by_project[event.project_id].append(event)
+    return {
+        project_id: message_for(mine, received_ms, endpoint)
+        for project_id, mine in by_project.items()
+    }
 
 
 def message_for(events: list[Event], received_ms: int, endpoint: str) -> Message:

@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,24 @@ def _conflict_message(detail: str, project_id: int | None) -> str:
     if "projects.secret" in detail:
         return "another project uses that secret already"
     return f"conflict: {detail}"
+
+
+def token_resolver(registry: Registry, *, auto_create: bool) -> Callable[[str], int | None]:
+    """Token → project id, for one request's events (in the server or an ingest worker)."""
+    registry.refresh_if_stale()
+    looked = False
+
+    def resolve(token: str) -> int | None:
+        nonlocal looked
+        project = registry.by_token(token)
+        if project is None and not looked:
+            # Created a moment ago by another process? Once per request, so that a
+            # request full of unknown tokens costs one registry query, not 2000.
+            looked = True
+            registry.refresh()
+            project = registry.by_token(token)
+        if project is None and auto_create:
+            project = registry.create_project(f"auto {token[:40]}", token=token)
+        return None if project is None else project.id
+
+    return resolve

@@ -20,6 +20,7 @@ that never receives one never starts a worker.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import pickle
@@ -34,6 +35,7 @@ from trackhouse.errors import Unavailable
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+J = TypeVar("J")
 
 _LENGTH = struct.Struct("<Q")
 STOP_TIMEOUT_S = 10.0
@@ -44,44 +46,81 @@ class WorkerDied(Exception):
 
 
 class Worker:
+    """One worker process. Jobs are pipelined: a job is written as soon as it comes, and
+    a reader task matches answers to jobs in order. (Waiting for each answer before
+    sending the next job left the worker idle while a busy event loop got round to
+    reading it: two workers then did less than the event loop alone.)"""
+
     def __init__(
         self,
         process: asyncio.subprocess.Process,
         stdin: asyncio.StreamWriter,
         stdout: asyncio.StreamReader,
+        on_death: Callable[[Worker], None],
     ) -> None:
         self.process = process
         self.stdin = stdin
         self.stdout = stdout
-        # Between sending a job and reading its whole answer: a call cut short there
-        # (cancelled) leaves an answer in the pipe that the next call would read.
-        self.mid_call = False
+        self._on_death = on_death
+        self.pending: collections.deque[asyncio.Future[tuple[bool, Any]]] = collections.deque()
+        self.alive = True
+        self._reader = asyncio.create_task(self._read_answers())
 
     async def call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
-        self.mid_call = True
+        answer: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
         try:
+            # Both writes before any await: frames from concurrent calls never interleave.
             self.stdin.write(_LENGTH.pack(len(payload)))
             self.stdin.write(payload)
+            self.pending.append(answer)
             await self.stdin.drain()
-            (length,) = _LENGTH.unpack(await self.stdout.readexactly(_LENGTH.size))
-            answer = await self.stdout.readexactly(length)
-        except (ConnectionError, asyncio.IncompleteReadError, RuntimeError) as exc:
+        except (ConnectionError, RuntimeError) as exc:
             # RuntimeError: uvloop's answer to a write on a pipe it has seen close.
-            raise WorkerDied(f"ingest worker {self.process.pid} stopped: {exc}") from exc
-        self.mid_call = False
-        ok, value = pickle.loads(answer)  # noqa: S301 - our own child wrote it
+            answer.cancel()
+            self._died(exc)
+            raise WorkerDied(str(exc)) from exc
+        ok, value = await answer  # a cancelled caller leaves its answer to the reader
         if not ok:
             raise value
         return cast(T, value)
 
+    async def _read_answers(self) -> None:
+        try:
+            while True:
+                (length,) = _LENGTH.unpack(await self.stdout.readexactly(_LENGTH.size))
+                answer = await self.stdout.readexactly(length)
+                waiter = self.pending.popleft()
+                if not waiter.done():
+                    waiter.set_result(pickle.loads(answer))  # noqa: S301 - our own child
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            self._died(exc)
+        except asyncio.CancelledError:
+            self._died(ConnectionError("the server is stopping"))
+            raise
+
+    def _died(self, cause: BaseException) -> None:
+        """The pipe failed: every job still waiting fails with WorkerDied."""
+        if self.alive:
+            self.alive = False
+            log.error("ingest worker %s stopped: %s; starting another", self.process.pid, cause)
+            self._on_death(self)
+        while self.pending:
+            waiter = self.pending.popleft()
+            if not waiter.done():
+                waiter.set_exception(WorkerDied(str(cause)))
+
     async def stop(self) -> None:
+        self.alive = False  # from here on its pipe's end is expected, not an error
         self.stdin.close()
         try:
             await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
 
 
 class WorkerPool:
@@ -91,52 +130,46 @@ class WorkerPool:
     def __init__(self, size: int, *, min_weight: int) -> None:
         self.size = size
         self.min_weight = min_weight
-        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
-        self._workers: set[Worker] = set()
+        self._workers: list[Worker] = []
         self._starting: asyncio.Task[None] | None = None
         self._closed = False
         self.jobs_in_workers = 0  # for /-/status
         self.jobs_here = 0
 
-    async def run(self, fn: Callable[..., T], *args: Any, weight: int) -> T:
-        if self.size == 0 or weight < self.min_weight or self._closed or not self._start():
+    async def run(self, fn: Callable[[J], T], job: J, *, weight: int, here: Callable[[], T]) -> T:
+        """``fn(job)`` in a worker; or ``here()``, the same work done in this process,
+        for a job lighter than ``min_weight`` or while no worker is up."""
+        live = [worker for worker in self._workers if worker.alive]
+        if self.size == 0 or weight < self.min_weight or self._closed or not self._start(live):
             self.jobs_here += 1
-            return fn(*args)
-        worker = await self._idle.get()
+            return here()
+        worker = min(live, key=lambda w: len(w.pending))
         self.jobs_in_workers += 1
         try:
-            result = await worker.call(fn, args)
+            return await worker.call(fn, (job,))
         except WorkerDied as exc:
-            log.error("%s; starting another", exc)
-            self._replace(worker)
             raise Unavailable("an ingest worker stopped; retry the request", retry_after=1) from exc
-        except BaseException:  # the job's own error, or the call was cancelled
-            if worker.mid_call:
-                self._replace(worker)
-            else:
-                self._idle.put_nowait(worker)
-            raise
-        self._idle.put_nowait(worker)
-        return result
-
-    def _replace(self, worker: Worker) -> None:
-        """Kill a worker whose pipe can no longer be trusted, and start another."""
-        self._workers.discard(worker)
-        with contextlib.suppress(ProcessLookupError):
-            worker.process.kill()
-        if not self._closed:
-            self._starting = asyncio.create_task(self._spawn(1))
 
     @property
     def workers(self) -> list[Worker]:
         """The workers running now."""
-        return list(self._workers)
+        return [worker for worker in self._workers if worker.alive]
 
-    def _start(self) -> bool:
-        """Whether the workers are up; the first call starts them."""
+    def _start(self, live: list[Worker]) -> bool:
+        """Whether any worker is up; the first call starts them."""
         if self._starting is None:
             self._starting = asyncio.create_task(self._spawn(self.size))
-        return bool(self._workers)
+        return bool(live)
+
+    def _replace(self, worker: Worker) -> None:
+        """A worker's pipe failed: make sure it is dead, and start another in its place."""
+        if worker not in self._workers:
+            return
+        self._workers.remove(worker)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
+        if not self._closed:
+            self._starting = asyncio.create_task(self._spawn(1))
 
     async def _spawn(self, count: int) -> None:
         for _ in range(count):
@@ -153,20 +186,19 @@ class WorkerPool:
                 return
             if process.stdin is None or process.stdout is None:  # pragma: no cover - PIPE
                 raise RuntimeError("an ingest worker started without its pipes")
-            worker = Worker(process, process.stdin, process.stdout)
+            worker = Worker(process, process.stdin, process.stdout, self._replace)
             if self._closed:
                 await worker.stop()
                 return
-            self._workers.add(worker)
-            self._idle.put_nowait(worker)
+            self._workers.append(worker)
 
     async def close(self) -> None:
-        """Stop every worker once its current job is answered."""
+        """Stop every worker once the jobs it has are answered."""
         self._closed = True
         if self._starting is not None:
             with contextlib.suppress(Exception):
                 await self._starting
-        workers, self._workers = list(self._workers), set()
+        workers, self._workers = self._workers, []
         await asyncio.gather(*(worker.stop() for worker in workers))
 
 

@@ -227,3 +227,92 @@ def test_no_worker_outlives_its_server(tmp_path: Path, how: str) -> None:
     finally:
         server.kill() if how == "SIGKILL" else server.stop()
     assert all(_gone(pid) for pid in pids), pids
+
+
+# -- /track: tokens are resolved in the worker, against the registry file -----------------
+def _track_events(tag: str, count: int, token: str = TOKEN) -> list[dict[str, Any]]:
+    events = _events(tag, count)
+    for event in events:
+        event["properties"]["token"] = token
+    return events
+
+
+def _track_cases() -> list[Case]:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    mixed = _track_events("t-mixed", 150)
+    mixed[5]["properties"]["token"] = "no-such-token"
+    del mixed[9]["properties"]["token"]
+    mixed[11]["properties"]["time"] = NOW - 30 * 86400  # too old for /track
+    b64 = base64.b64encode(_json(_track_events("t-b64", 150))).decode()
+    return [
+        Case("form base64", "verbose=1", urllib.parse.urlencode({"data": b64}).encode(), form),
+        Case(
+            "form JSON, some invalid",
+            "verbose=1",
+            urllib.parse.urlencode({"data": _json(mixed).decode()}).encode(),
+            form,
+        ),
+        Case("JSON body", "verbose=1", _json(_track_events("t-json", 150)), {}),
+        Case("not JSON", "verbose=1", b"[" + b'{"event":"x"},' * 2000 + b"oops]", {}),
+        Case("too many", "verbose=1", _json(_track_events("t-many", 2001)), {}),
+        Case(
+            "JSONP callback",
+            "callback=mixpanel._jsc.abc",
+            urllib.parse.urlencode({"data": b64}).encode(),
+            form,
+        ),
+    ]
+
+
+def _tracked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows these /track tests sent (the other tests imported only to one server)."""
+    return [row for row in rows if str(row["properties"]["$insert_id"]).startswith("t-")]
+
+
+def test_track_replies_and_events_are_the_same_with_and_without_workers(pair: Pair) -> None:
+    before = pair.workers.status()["ingest_workers"]["jobs_in_workers"]
+    for case in _track_cases():
+        assert len(case.body) > 16 * 1024, case.name
+        with_workers = request(
+            pair.workers, "POST", f"/track?{case.query}", case.body, case.headers
+        )
+        without = request(pair.inline, "POST", f"/track?{case.query}", case.body, case.headers)
+        assert (with_workers.status, with_workers.body) == (without.status, without.body), case.name
+    assert pair.workers.status()["ingest_workers"]["jobs_in_workers"] - before == len(
+        _track_cases()
+    )
+    tracked = [_tracked(_stored(server)) for server in (pair.workers, pair.inline)]
+    assert tracked[0] == tracked[1]
+    assert len(tracked[0]) == 150 + 147 + 150  # the base64 form went twice: stored once
+
+
+def test_a_project_created_after_the_start_is_known_to_the_workers(pair: Pair) -> None:
+    cli(
+        pair.workers.data_dir,
+        "projects",
+        "create",
+        "late",
+        "--token",
+        "tok-late",
+        "--secret",
+        "sec-late",
+    )
+    body = _json(_track_events("late", 150, token="tok-late"))
+    reply = request(pair.workers, "POST", "/track?verbose=1", body)
+    assert reply.json() == {"status": 1, "error": None}
+    pair.workers.wait_loaded(WAIT_S)
+    assert len(export(pair.workers, "sec-late", DAY, DAY)) == 150
+
+
+def test_auto_created_projects_are_created_by_the_server_not_a_worker(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", args=["--ingest-workers", "2", "--auto-create-projects"])
+    server.start()
+    try:
+        body = _json(_track_events("auto", 150, token="tok-auto"))
+        assert request(server, "POST", "/track?verbose=1", body).json()["status"] == 1
+        status = server.status()["ingest_workers"]
+        assert (status["jobs_in_workers"], status["jobs_here"]) == (0, 1)
+        projects = cli(server.data_dir, "projects", "list")
+        assert "tok-auto" in [p["token"] for p in projects]
+    finally:
+        server.kill()

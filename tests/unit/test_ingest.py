@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import random
 import time
+import urllib.parse
 from dataclasses import fields
 from pathlib import Path
 
@@ -212,3 +214,40 @@ def test_settings_precedence(tmp_path: Path) -> None:
         load_settings({}, environ={"TRACKHOUSE_JOURNAL_FSYNC": "maybe"})
     with pytest.raises(ConfigError):
         load_settings({"trusted_proxies": "not-an-ip"}, environ={})
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "data=abc",
+        "data=a%2Bb%2fc%3D%3d",
+        "data=a%2Bb&verbose=1&ip=1",
+        "a=1&b=&c",
+        "data=a+b",
+        "x=%20y",
+        "x=%C3%A9",
+        "&&a=1&&",
+        "data=",
+        "=v",
+        "a=1&a=2",
+        "a%2B=1",
+        "a+b=1",
+        "data=%2B%25",
+        "data=%",
+        "data=%2",
+    ],
+)
+def test_form_bodies_decode_as_parse_qsl_does(form: str) -> None:
+    """The fast path for base64 forms (decode._parse_simple_form) and the general one
+    must agree on every body, including the ones the fast path hands over."""
+    expected = dict(urllib.parse.parse_qsl(form, keep_blank_values=True))
+    assert parse_params(b"", form.encode(), "application/x-www-form-urlencoded").params == expected
+
+
+def test_base64_form_bodies_decode_as_parse_qsl_does() -> None:
+    rng = random.Random(7)
+    for size in range(0, 3000, 7):
+        data = base64.b64encode(rng.randbytes(size)).decode()
+        form = urllib.parse.urlencode({"data": data, "verbose": "1"})
+        decoded = parse_params(b"", form.encode(), "application/x-www-form-urlencoded").params
+        assert decoded == {"data": data, "verbose": "1"}

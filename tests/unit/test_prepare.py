@@ -14,7 +14,7 @@ from trackhouse.errors import PayloadError, PayloadTooLarge, RateLimited, Unavai
 from trackhouse.ingest.validate import Endpoint, RequestContext, validate_events
 from trackhouse.journal.records import encode_events
 from trackhouse.live import message_for
-from trackhouse.prepare import ImportJob, prepare_import
+from trackhouse.prepare import ImportJob, Job, prepare_import
 from trackhouse.ratelimit import usage
 
 NOW_MS = 1_790_000_000_000
@@ -37,7 +37,8 @@ def _events() -> list[dict[str, Any]]:
 def _job(
     body: bytes, *, live: bool = True, max_events: int = 2000, columnar: bool = False
 ) -> ImportJob:
-    return ImportJob(CTX, body, None, False, max_events, live, columnar)
+    job = Job(CTX, max_events, frozenset({7}) if live else frozenset(), columnar)
+    return ImportJob(job, body, None, False)
 
 
 def _roundtrip(value: Any) -> Any:
@@ -53,15 +54,15 @@ def test_it_gives_what_validating_in_the_server_gives() -> None:
     assert prepared.rejections == outcome.rejections
     assert [r.field for r in prepared.rejections] == ["properties.distinct_id"]
     assert prepared.record == encode_events(outcome.events, received_ms=NOW_MS, endpoint="import")
-    assert prepared.live == message_for(outcome.events, NOW_MS, "import")
+    assert prepared.live == {7: message_for(outcome.events, NOW_MS, "import")}
     assert prepared.usage == usage(outcome.events)
     assert prepared.usage[7][0] == 5
 
 
 def test_no_live_message_unless_someone_watches_and_no_record_without_events() -> None:
-    assert prepare_import(_job(orjson.dumps(_events()), live=False)).live is None
+    assert prepare_import(_job(orjson.dumps(_events()), live=False)).live == {}
     nothing = prepare_import(_job(b"[]"))
-    assert (nothing.total, nothing.record, nothing.live, nothing.usage) == (0, None, None, {})
+    assert (nothing.total, nothing.record, nothing.live, nothing.usage) == (0, None, {}, {})
 
 
 @pytest.mark.parametrize(

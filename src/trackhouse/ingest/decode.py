@@ -92,6 +92,40 @@ def params_with_body(query: Mapping[str, str], body: bytes, content_type: str) -
     )
 
 
+# The only %-escapes in base64 (what mixpanel-browser's data= holds), either case.
+_BASE64_ESCAPES = (
+    ("%2B", "+"),
+    ("%2b", "+"),
+    ("%2F", "/"),
+    ("%2f", "/"),
+    ("%3D", "="),
+    ("%3d", "="),
+)
+
+
+def _parse_simple_form(text: str) -> dict[str, str] | None:
+    """``parse_qsl``'s answer for a form whose only %-escapes are base64's (every SDK's
+    case), by str.replace in C; None for anything else. parse_qsl unquotes escape by
+    escape in Python: ~150 µs of a 50-event /track body's ~17 KB, on the event loop."""
+    params: dict[str, str] = {}
+    for field in text.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in name or "+" in name:
+            return None
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            for escape, char in _BASE64_ESCAPES:
+                if escape in value:  # a scan is cheaper than replace's copy
+                    value = value.replace(escape, char)
+            if "%" in value:  # some other escape: leave it all to parse_qsl
+                return None
+        params[name] = value
+    return params
+
+
 def _parse_form(raw: bytes, where: str) -> dict[str, str]:
     if not raw:
         return {}
@@ -99,6 +133,9 @@ def _parse_form(raw: bytes, where: str) -> dict[str, str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError(f"{where} is not valid UTF-8") from exc
+    fast = _parse_simple_form(text)
+    if fast is not None:
+        return fast
     try:
         # errors="strict": a %-escape that decodes to invalid UTF-8 is the client's bug.
         return dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
@@ -106,6 +143,18 @@ def _parse_form(raw: bytes, where: str) -> dict[str, str]:
         raise PayloadError(f"{where} has a %-escape that is not valid UTF-8") from exc
     except ValueError as exc:
         raise PayloadError(f"{where} is not form-encoded: {exc}") from exc
+
+
+def decode_client_payload(
+    json_body: bytes | None, data: str | None, *, max_items: int, noun: str
+) -> list[Any]:
+    """A /track, /engage or /groups payload: a JSON body (spec §2.3) or ``data``."""
+    raw = as_list(loads(json_body)) if json_body is not None else decode_data(data)
+    if len(raw) > max_items:
+        raise PayloadTooLarge(
+            f"request has {len(raw)} {noun}; the limit is {max_items} per request"
+        )
+    return raw
 
 
 def decode_data(value: str | None) -> list[Any]:

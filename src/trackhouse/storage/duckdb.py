@@ -458,7 +458,7 @@ def _table(batch: EventBatch | UpdateBatch, schema: pa.Schema) -> pa.Table:
 
 def _event_table(batch: EventBatch) -> pa.Table:
     """The batch's rows, listed and already columnar, as one table of _SCHEMA."""
-    tables = [table.cast(_SCHEMA) for table in batch.tables]
+    tables = [t if t.schema.equals(_SCHEMA) else t.cast(_SCHEMA) for t in batch.tables]
     if batch.event or not tables:
         tables.insert(0, _table(batch, _SCHEMA))
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)

@@ -4,6 +4,7 @@ modes of spec §3, with every failure mapped to the status a browser SDK handles
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from trackhouse.errors import (
     BadCallback,
@@ -13,7 +14,7 @@ from trackhouse.errors import (
     RequestError,
     Unavailable,
 )
-from trackhouse.ingest.decode import RequestParams, as_list, decode_data, loads, params_with_body
+from trackhouse.ingest.decode import RequestParams, params_with_body
 from trackhouse.ingest.validate import Rejection
 from trackhouse.web import responses
 from trackhouse.web.http import Request, Response
@@ -21,9 +22,21 @@ from trackhouse.web.payload import read_body
 from trackhouse.web.responses import TrackMode
 from trackhouse.web.services import Services
 
-Process = Callable[
-    [Request, Services, TrackMode, list[object], dict[str, str]], Awaitable[Response]
-]
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A request's payload, not decoded yet (the endpoint decodes it, maybe in an ingest
+    worker): a JSON body (spec §2.3), or the ``data`` parameter."""
+
+    json_body: bytes | None
+    data: str | None
+
+    @property
+    def size(self) -> int:
+        return len(self.json_body) if self.json_body is not None else len(self.data or "")
+
+
+Process = Callable[[Request, Services, TrackMode, Payload, dict[str, str]], Awaitable[Response]]
 
 
 async def client_endpoint(
@@ -43,18 +56,8 @@ async def client_endpoint(
         )
         params = params_with_body(request.query, body, request.headers.get("content-type", ""))
         mode = responses.track_mode(params.params)
-        if params.json_body is not None:  # spec §2.3: a JSON body is the payload itself
-            raw = as_list(loads(params.json_body))
-        else:
-            raw = decode_data(params.params.get("data"))
-        if len(raw) > settings.max_events_per_request:
-            raise PayloadTooLarge(
-                f"request has {len(raw)} {noun}; the limit is "
-                f"{settings.max_events_per_request} per request"
-            )
-        if not raw:
-            return responses.track_reply(mode, ok=False, error=f"data, no {noun} in payload")
-        return await process(request, services, mode, raw, params.params)
+        payload = Payload(params.json_body, params.params.get("data"))
+        return await process(request, services, mode, payload, params.params)
     except BadCallback as exc:
         return responses.bad_callback(exc.message)
     except RateLimited as exc:
@@ -73,6 +76,10 @@ async def client_endpoint(
         # Undecodable payloads are answered 200 + failure, like Mixpanel: a browser
         # would retry a 5xx forever, and the verbose error says what was wrong.
         return responses.track_reply(mode, ok=False, error=exc.message)
+
+
+def nothing_sent(mode: TrackMode, noun: str) -> Response:
+    return responses.track_reply(mode, ok=False, error=f"data, no {noun} in payload")
 
 
 def outcome_reply(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 
+from trackhouse.ingest.decode import decode_client_payload
 from trackhouse.ingest.profiles import validate_updates
 from trackhouse.journal.records import encode_updates
-from trackhouse.web.client import client_endpoint, outcome_reply
+from trackhouse.web.client import Payload, client_endpoint, nothing_sent, outcome_reply
 from trackhouse.web.http import Request, Response
 from trackhouse.web.responses import TrackMode
 from trackhouse.web.services import Services
@@ -25,20 +26,28 @@ async def handle_groups(request: Request, services: Services) -> Response:
 
 
 async def _ingest_users(
-    request: Request, services: Services, mode: TrackMode, raw: list[object], params: dict[str, str]
+    request: Request, services: Services, mode: TrackMode, payload: Payload, params: dict[str, str]
 ) -> Response:
-    return await _ingest(services, mode, raw, group=False)
+    return await _ingest(services, mode, payload, group=False)
 
 
 async def _ingest_groups(
-    request: Request, services: Services, mode: TrackMode, raw: list[object], params: dict[str, str]
+    request: Request, services: Services, mode: TrackMode, payload: Payload, params: dict[str, str]
 ) -> Response:
-    return await _ingest(services, mode, raw, group=True)
+    return await _ingest(services, mode, payload, group=True)
 
 
 async def _ingest(
-    services: Services, mode: TrackMode, raw: list[object], *, group: bool
+    services: Services, mode: TrackMode, payload: Payload, *, group: bool
 ) -> Response:
+    raw = decode_client_payload(
+        payload.json_body,
+        payload.data,
+        max_items=services.settings.max_events_per_request,
+        noun="updates",
+    )
+    if not raw:
+        return nothing_sent(mode, "updates")
     received_ms = int(time.time() * 1000)
     outcome = validate_updates(
         raw,

@@ -12,13 +12,13 @@ import time
 from trackhouse.errors import PayloadTooLarge, RateLimited, RequestError, Unauthorized, Unavailable
 from trackhouse.ingest.decode import first_significant_byte, params_with_body
 from trackhouse.ingest.validate import Endpoint, RequestContext
-from trackhouse.prepare import ImportJob, Prepared, prepare_import
+from trackhouse.prepare import ImportJob, Job, Prepared, prepare_import
 from trackhouse.web import responses
 from trackhouse.web.auth import authenticate
 from trackhouse.web.http import Request, Response
 from trackhouse.web.payload import read_body
 from trackhouse.web.responses import TrackMode
-from trackhouse.web.services import Services
+from trackhouse.web.services import COLUMNAR_MIN_BYTES, Services
 
 
 async def handle_import(request: Request, services: Services) -> Response:
@@ -58,17 +58,17 @@ async def handle_import(request: Request, services: Services) -> Response:
             future_tolerance_ms=settings.import_future_tolerance_s * 1000,
             max_event_bytes=settings.max_event_bytes,
         )
-        job = ImportJob(
+        job = Job(
             ctx,
-            b"" if form else body,
-            data,
-            form,
             settings.max_events_per_request,
-            live=services.live.watchers(project.id) > 0,
-            columnar=len(body) >= services.workers.min_weight,
+            services.live.watched(),
+            columnar=len(body) >= COLUMNAR_MIN_BYTES,
         )
-        prepared = await services.workers.run(prepare_import, job, weight=len(body))
-        return await _store(services, prepared, strict, legacy)
+        work = ImportJob(job, b"" if form else body, data, form)
+        prepared = await services.workers.run(
+            prepare_import, work, weight=len(body), here=lambda: prepare_import(work)
+        )
+        return await _reply(services, prepared, strict, legacy)
     except Unauthorized:
         return responses.unauthorized()
     except RateLimited as exc:
@@ -95,15 +95,10 @@ def _looks_like_form(request: Request, body: bytes) -> bool:
     return "data" in request.query
 
 
-async def _store(
+async def _reply(
     services: Services, prepared: Prepared, strict: bool, legacy: TrackMode
 ) -> Response:
-    services.spend_rate(prepared.usage)
-    if prepared.record is not None:
-        await services.journal.append_and_sync(prepared.record)
-        if prepared.live is not None:
-            for project_id in prepared.usage:
-                services.live.offer(project_id, prepared.live)
+    await services.keep(prepared)
     if strict:
         if not prepared.total:
             return responses.import_error(400, "request contains no events")

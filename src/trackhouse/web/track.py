@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from trackhouse.ingest.validate import Endpoint, RequestContext, validate_events
-from trackhouse.journal.records import encode_events
-from trackhouse.web.client import client_endpoint, outcome_reply
+from trackhouse.ingest.validate import Endpoint, RequestContext
+from trackhouse.prepare import Job, TrackJob, prepare_track
+from trackhouse.web.client import Payload, client_endpoint, nothing_sent, outcome_reply
 from trackhouse.web.clientip import client_address
 from trackhouse.web.http import Request, Response
 from trackhouse.web.responses import TrackMode
-from trackhouse.web.services import Services
+from trackhouse.web.services import COLUMNAR_MIN_BYTES, Services
 
 
 async def handle_track(request: Request, services: Services) -> Response:
@@ -21,7 +21,7 @@ async def _ingest(
     request: Request,
     services: Services,
     mode: TrackMode,
-    raw_events: list[object],
+    payload: Payload,
     params: dict[str, str],
 ) -> Response:
     settings = services.settings
@@ -36,11 +36,21 @@ async def _ingest(
         track_max_age_ms=settings.track_max_age_days * 86_400_000,
         max_event_bytes=settings.max_event_bytes,
     )
-    outcome = validate_events(raw_events, ctx, services.token_resolver())
-    services.take_rate(outcome.events)
-    if outcome.events:
-        await services.journal.append_and_sync(
-            encode_events(outcome.events, received_ms=ctx.received_ms, endpoint="track")
-        )
-        services.live.publish(outcome.events, received_ms=ctx.received_ms, endpoint="track")
-    return outcome_reply(mode, outcome.accepted, outcome.rejections, len(raw_events))
+    job = Job(
+        ctx,
+        settings.max_events_per_request,
+        services.live.watched(),
+        columnar=payload.size >= COLUMNAR_MIN_BYTES,
+    )
+    work = TrackJob(job, payload.json_body, payload.data, settings.registry_path)
+    prepared = await services.workers.run(
+        prepare_track,
+        work,
+        # A worker resolves tokens but never creates a project: auto-creation stays here.
+        weight=0 if settings.auto_create_projects else payload.size,
+        here=lambda: prepare_track(work, services.token_resolver()),
+    )
+    if not prepared.total:
+        return nothing_sent(mode, "events")
+    await services.keep(prepared)
+    return outcome_reply(mode, prepared.accepted, prepared.rejections, prepared.total)
