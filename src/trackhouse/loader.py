@@ -254,7 +254,7 @@ def _event_columns(record: EventTableRecord) -> pa.Table:
     endpoint repeated, in EventBatch's order."""
     table = record.table
     rows = table.num_rows
-    columns = {name: table.column(name) for name in _RECORD_COLUMNS}
+    columns = {name: table.column(name) for name in table.column_names}
     columns["received_ms"] = pa.repeat(pa.scalar(record.received_ms, pa.int64()), rows)
     columns["endpoint"] = pa.repeat(pa.scalar(record.endpoint, pa.string()), rows)
     return pa.Table.from_arrays(

@@ -14,6 +14,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pyarrow as pa
 
 from trackhouse.errors import StorageError
 from trackhouse.ingest.profile_ops import Profile, apply_update
+from trackhouse.journal.records import EVENT_COLUMNS
 from trackhouse.journal.segments import Position
 from trackhouse.storage.base import (
     Activity,
@@ -103,17 +105,13 @@ _UPDATE_SCHEMA = pa.schema(
     ]
 )
 
+# EventBatch's columns: an event record's (EVENT_COLUMNS), and where the record came in.
+_ARRIVAL = {"received_ms": pa.int64(), "endpoint": pa.string()}
 _SCHEMA = pa.schema(
     [
-        ("project_id", pa.int32()),
-        ("event", pa.string()),
-        ("distinct_id", pa.string()),
-        ("time_ms", pa.int64()),
-        ("insert_id", pa.string()),
-        ("properties", pa.string()),
-        ("received_ms", pa.int64()),
-        ("endpoint", pa.string()),
-        ("lib", pa.string()),
+        (f.name, _ARRIVAL[f.name] if f.name in _ARRIVAL else EVENT_COLUMNS.field(f.name).type)
+        for f in fields(EventBatch)
+        if f.name != "tables"
     ]
 )
 

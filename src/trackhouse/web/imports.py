@@ -12,13 +12,13 @@ import time
 from trackhouse.errors import PayloadTooLarge, RateLimited, RequestError, Unauthorized, Unavailable
 from trackhouse.ingest.decode import first_significant_byte, params_with_body
 from trackhouse.ingest.validate import Endpoint, RequestContext
-from trackhouse.prepare import ImportJob, Job, Prepared, prepare_import
+from trackhouse.prepare import ImportJob, Prepared, prepare_import
 from trackhouse.web import responses
 from trackhouse.web.auth import authenticate
 from trackhouse.web.http import Request, Response
 from trackhouse.web.payload import read_body
 from trackhouse.web.responses import TrackMode
-from trackhouse.web.services import COLUMNAR_MIN_BYTES, Services
+from trackhouse.web.services import Services
 
 
 async def handle_import(request: Request, services: Services) -> Response:
@@ -58,12 +58,7 @@ async def handle_import(request: Request, services: Services) -> Response:
             future_tolerance_ms=settings.import_future_tolerance_s * 1000,
             max_event_bytes=settings.max_event_bytes,
         )
-        job = Job(
-            ctx,
-            settings.max_events_per_request,
-            services.live.watched(),
-            columnar=len(body) >= COLUMNAR_MIN_BYTES,
-        )
+        job = services.job(ctx, len(body))
         work = ImportJob(job, b"" if form else body, data, form)
         prepared = await services.workers.run(
             prepare_import, work, weight=len(body), here=lambda: prepare_import(work)

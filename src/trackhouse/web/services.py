@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from trackhouse.ingest.profiles import ProfileUpdate
-from trackhouse.ingest.validate import Event
+from trackhouse.ingest.validate import Event, RequestContext
 from trackhouse.journal import Journal
 from trackhouse.live import LiveFeed
 from trackhouse.loader import Loader
-from trackhouse.prepare import Prepared
+from trackhouse.prepare import Job, Prepared
 from trackhouse.projects import Registry, token_resolver
 from trackhouse.query.profiles import ProfileSessions
 from trackhouse.ratelimit import RateLimiter, bytes_per_minute, events_per_second, usage
@@ -91,6 +91,15 @@ class Services:
     def token_resolver(self) -> Callable[[str], int | None]:
         """Token → project id for one request."""
         return token_resolver(self.registry, auto_create=self.settings.auto_create_projects)
+
+    def job(self, ctx: RequestContext, size: int) -> Job:
+        """What preparing a request of ``size`` payload bytes needs besides its payload."""
+        return Job(
+            ctx,
+            self.settings.max_events_per_request,
+            self.live.watched(),
+            columnar=size >= COLUMNAR_MIN_BYTES,
+        )
 
     async def keep(self, prepared: Prepared) -> None:
         """Store a prepared request: spend its rate budgets (or raise RateLimited), make

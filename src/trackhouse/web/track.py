@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 from trackhouse.ingest.validate import Endpoint, RequestContext
-from trackhouse.prepare import Job, TrackJob, prepare_track
+from trackhouse.prepare import TrackJob, prepare_track
 from trackhouse.web.client import Payload, client_endpoint, nothing_sent, outcome_reply
 from trackhouse.web.clientip import client_address
 from trackhouse.web.http import Request, Response
 from trackhouse.web.responses import TrackMode
-from trackhouse.web.services import COLUMNAR_MIN_BYTES, Services
+from trackhouse.web.services import Services
 
 
 async def handle_track(request: Request, services: Services) -> Response:
@@ -36,12 +36,7 @@ async def _ingest(
         track_max_age_ms=settings.track_max_age_days * 86_400_000,
         max_event_bytes=settings.max_event_bytes,
     )
-    job = Job(
-        ctx,
-        settings.max_events_per_request,
-        services.live.watched(),
-        columnar=payload.size >= COLUMNAR_MIN_BYTES,
-    )
+    job = services.job(ctx, payload.size)
     work = TrackJob(job, payload.json_body, payload.data, settings.registry_path)
     prepared = await services.workers.run(
         prepare_track,
