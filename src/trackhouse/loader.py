@@ -162,6 +162,9 @@ class Loader:
             if isinstance(content, EventRecord):
                 _add_events(events, content)
             elif isinstance(content, EventTableRecord):
+                # Journal order matters: of two copies of an event in one batch the
+                # store keeps the first. Rows listed so far go ahead as a table.
+                _seal_rows(events)
                 events.tables.append(_event_columns(content))
             elif isinstance(content, UpdateRecord):
                 _add_updates(updates, content, record.position)
@@ -237,16 +240,17 @@ def _add_events(columns: EventBatch, record: EventRecord) -> None:
     columns.endpoint.extend([record.endpoint] * len(rows))
 
 
-_RECORD_COLUMNS = (
-    "project_id",
-    "event",
-    "distinct_id",
-    "time_ms",
-    "insert_id",
-    "properties",
-    "lib",
-)
 _BATCH_COLUMNS = tuple(f.name for f in fields(EventBatch) if f.name != "tables")
+
+
+def _seal_rows(batch: EventBatch) -> None:
+    """Move the rows listed so far into ``batch.tables``, which the store takes in
+    order before any rows listed after (so journal order holds across record kinds)."""
+    if not batch.event:
+        return
+    batch.tables.append(pa.table({name: getattr(batch, name) for name in _BATCH_COLUMNS}))
+    for name in _BATCH_COLUMNS:
+        getattr(batch, name).clear()
 
 
 def _event_columns(record: EventTableRecord) -> pa.Table:

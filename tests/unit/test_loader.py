@@ -128,3 +128,18 @@ def test_columnar_and_json_records_load_the_same_rows_and_dedup_each_other(
         assert [row[7] for row in _stored(store)] == ["web", None, "python"]
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("first_columnar", [True, False])
+def test_of_two_copies_in_one_batch_the_first_in_the_journal_is_kept(
+    parts: tuple[Journal, DuckDBStore], first_columnar: bool
+) -> None:
+    """Spec §7: the first copy stays. A columnar record and a JSON one in the same batch
+    must reach the store in journal order, whichever kind comes first."""
+    journal, store = parts
+    first = Event(1, "e", "u", 1_700_000_000_000, "dup", '{"v":1}', None)
+    second = first._replace(properties_json='{"v":2}')
+    asyncio.run(journal.append_and_sync(_record([first], first_columnar)))
+    asyncio.run(journal.append_and_sync(_record([second], not first_columnar)))
+    Loader(journal, store, batch_events=1000, idle_ms=50).catch_up()
+    assert [row[4] for row in _stored(store)] == ['{"v":1}']

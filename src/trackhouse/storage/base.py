@@ -31,7 +31,8 @@ from trackhouse.query.where import Expr
 class EventBatch:
     """Columns of events to store; every list has the same length. More events may come
     already columnar, in ``tables``: Arrow tables with these same columns, in this order
-    (what ingest workers journal). The store stores both."""
+    (large requests are journaled columnar). The batch's order, which decides which of
+    two copies of an event is kept, is the tables' rows in turn, then the lists'."""
 
     project_id: list[int]
     event: list[str]

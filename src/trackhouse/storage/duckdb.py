@@ -455,10 +455,10 @@ def _table(batch: EventBatch | UpdateBatch, schema: pa.Schema) -> pa.Table:
 
 
 def _event_table(batch: EventBatch) -> pa.Table:
-    """The batch's rows, listed and already columnar, as one table of _SCHEMA."""
+    """The batch's rows as one table of _SCHEMA, in order: its tables, then its lists."""
     tables = [t if t.schema.equals(_SCHEMA) else t.cast(_SCHEMA) for t in batch.tables]
     if batch.event or not tables:
-        tables.insert(0, _table(batch, _SCHEMA))
+        tables.append(_table(batch, _SCHEMA))
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
