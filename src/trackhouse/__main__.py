@@ -1,4 +1,4 @@
-if __name__ == "__main__":  # not when a child process imports it as __mp_main__
+if __name__ == "__main__":  # importing the package's main module starts nothing
     from trackhouse.cli import main
 
     raise SystemExit(main())

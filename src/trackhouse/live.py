@@ -1,12 +1,14 @@
 """The live feed: events as they are acknowledged, to whoever watches a project.
 
-The ingest handlers publish each request's events right after the journal has them on
+The ingest handlers offer each request's events right after the journal has them on
 disk (the moment the client gets its success reply); the console's event stream
-subscribes per project. Publishing costs nothing while nobody watches. A watcher that
+subscribes per project. The message is built where the request is prepared (in an
+ingest worker for a large one) and only for watched projects: nothing while nobody
+watches. A watcher that
 reads too slowly loses messages, never slows ingestion: its queue is bounded and what
 does not fit is counted as dropped and reported to it.
 
-Everything here runs on the server's event loop (one process, one loop); ``close`` is
+The feed itself runs on the server's event loop (one process, one loop); ``close`` is
 scheduled onto it from the signal handler at shutdown.
 """
 
@@ -81,17 +83,8 @@ class LiveFeed:
         """The projects someone watches now."""
         return frozenset(self._watchers)
 
-    def publish(self, events: Iterable[Event], *, received_ms: int, endpoint: str) -> None:
-        """One request's events, to whoever watches their projects."""
-        if not self._watchers:
-            return
-        for project_id, message in messages_for(
-            events, self.watched(), received_ms, endpoint
-        ).items():
-            self.offer(project_id, message)
-
     def offer(self, project_id: int, message: Message) -> None:
-        """A message built elsewhere (an ingest worker), to the project's watchers."""
+        """A request's message (``messages_for``) to the project's watchers."""
         for watcher in self._watchers.get(project_id, ()):
             watcher.offer(message)
 
@@ -112,6 +105,8 @@ def messages_for(
 ) -> dict[int, Message]:
     """The message of each watched project that has events in a request. Built where the
     request is prepared (maybe an ingest worker), delivered by LiveFeed.offer."""
+    if not watched:  # nobody watches: not even a look at the events
+        return {}
     by_project: dict[int, list[Event]] = defaultdict(list)
     for event in events:
         if event.project_id in watched:

@@ -69,7 +69,7 @@ class Settings:
     )
     ingest_workers: int = _setting(
         os.cpu_count() or 1,
-        "Worker processes that decode and validate large /import bodies while the event "
+        "Worker processes that decode and validate large /import and /track payloads while the event "
         "loop serves other requests (default: one per CPU; 0: all in the server process). "
         "They start with the first large request.",
     )

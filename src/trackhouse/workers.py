@@ -27,7 +27,7 @@ import pickle
 import signal
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from trackhouse.errors import Unavailable
@@ -39,6 +39,8 @@ J = TypeVar("J")
 
 _LENGTH = struct.Struct("<Q")
 STOP_TIMEOUT_S = 10.0
+RESPAWN_FIRST_S = 0.5
+RESPAWN_MAX_S = 30.0
 
 
 class WorkerDied(Exception):
@@ -80,6 +82,9 @@ class Worker:
             answer.cancel()
             self._died(exc)
             raise WorkerDied(str(exc)) from exc
+        except BaseException:  # cancelled while the pipe was full: nobody will wait for it
+            answer.cancel()
+            raise
         ok, value = await answer  # a cancelled caller leaves its answer to the reader
         if not ok:
             raise value
@@ -93,11 +98,11 @@ class Worker:
                 waiter = self.pending.popleft()
                 if not waiter.done():
                     waiter.set_result(pickle.loads(answer))  # noqa: S301 - our own child
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            self._died(exc)
         except asyncio.CancelledError:
             self._died(ConnectionError("the server is stopping"))
             raise
+        except Exception as exc:  # the pipe ended, or an answer that cannot be read:
+            self._died(exc)  # either way no later answer can be matched to its job
 
     def _died(self, cause: BaseException) -> None:
         """The pipe failed: every job still waiting fails with WorkerDied."""
@@ -131,8 +136,12 @@ class WorkerPool:
         self.size = size
         self.min_weight = min_weight
         self._workers: list[Worker] = []
-        self._starting: asyncio.Task[None] | None = None
+        self._started = False
+        self._spawning: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Wait before replacing a worker that died young (one that cannot even start
+        # would otherwise be restarted in a tight loop); doubles up to RESPAWN_MAX_S.
+        self._respawn_delay = 0.0
         self.jobs_in_workers = 0  # for /-/status
         self.jobs_here = 0
 
@@ -146,9 +155,11 @@ class WorkerPool:
         worker = min(live, key=lambda w: len(w.pending))
         self.jobs_in_workers += 1
         try:
-            return await worker.call(fn, (job,))
+            result = await worker.call(fn, (job,))
         except WorkerDied as exc:
             raise Unavailable("an ingest worker stopped; retry the request", retry_after=1) from exc
+        self._respawn_delay = 0.0  # workers answer: the next death is not a start-up loop
+        return result
 
     @property
     def workers(self) -> list[Worker]:
@@ -157,9 +168,15 @@ class WorkerPool:
 
     def _start(self, live: list[Worker]) -> bool:
         """Whether any worker is up; the first call starts them."""
-        if self._starting is None:
-            self._starting = asyncio.create_task(self._spawn(self.size))
+        if not self._started:
+            self._started = True
+            self._in_background(self._spawn(self.size))
         return bool(live)
+
+    def _in_background(self, spawning: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(spawning)
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
 
     def _replace(self, worker: Worker) -> None:
         """A worker's pipe failed: make sure it is dead, and start another in its place."""
@@ -168,11 +185,18 @@ class WorkerPool:
         self._workers.remove(worker)
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()
+        worker.stdin.close()
         if not self._closed:
-            self._starting = asyncio.create_task(self._spawn(1))
+            delay = self._respawn_delay
+            self._respawn_delay = min(max(delay * 2, RESPAWN_FIRST_S), RESPAWN_MAX_S)
+            self._in_background(self._spawn(1, delay))
 
-    async def _spawn(self, count: int) -> None:
+    async def _spawn(self, count: int, delay: float = 0.0) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         for _ in range(count):
+            if self._closed:
+                return
             try:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -195,18 +219,20 @@ class WorkerPool:
     async def close(self) -> None:
         """Stop every worker once the jobs it has are answered."""
         self._closed = True
-        if self._starting is not None:
-            with contextlib.suppress(Exception):
-                await self._starting
+        for spawning in list(self._spawning):
+            spawning.cancel()
+        await asyncio.gather(*self._spawning, return_exceptions=True)
         workers, self._workers = self._workers, []
         await asyncio.gather(*(worker.stop() for worker in workers))
 
 
 def serve() -> None:
     """A worker's life: answer jobs from stdin until it closes."""
-    # The server decides when its workers stop (it closes their stdin); a Ctrl-C in the
-    # terminal reaches the whole process group, and must not kill a job half done.
+    # The server decides when its workers stop (it closes their stdin, or dies). A Ctrl-C
+    # in the terminal, or a service manager's SIGTERM to the whole group, reaches the
+    # workers too: it must not kill the jobs of requests the server is still finishing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answers
     while True:

@@ -316,3 +316,15 @@ def test_auto_created_projects_are_created_by_the_server_not_a_worker(tmp_path: 
         assert "tok-auto" in [p["token"] for p in projects]
     finally:
         server.kill()
+
+
+def test_a_sigterm_to_the_group_leaves_the_workers_to_their_server(pair: Pair) -> None:
+    """A service manager stopping the whole process group sends SIGTERM to the workers
+    too: they go on with the jobs of the requests their server is still finishing, and
+    end when the server closes their pipes."""
+    server = pair.workers
+    pids = _worker_pids(server, 2)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    assert _large_import(server, "after-sigterm").status == 200
+    assert _worker_pids(server, 2) == pids

@@ -19,6 +19,7 @@ from trackhouse.live import (
     LiveFeed,
     Message,
     Watcher,
+    messages_for,
 )
 from trackhouse.projects import Project, Registry
 from trackhouse.query.export import ndjson_line
@@ -50,7 +51,9 @@ def make_event(
 
 
 def publish(feed: LiveFeed, events: list[Event], endpoint: str = "track") -> None:
-    feed.publish(events, received_ms=RECEIVED_MS, endpoint=endpoint)
+    """What the ingest path does with a request's events (trackhouse.prepare)."""
+    for project_id, message in messages_for(events, feed.watched(), RECEIVED_MS, endpoint).items():
+        feed.offer(project_id, message)
 
 
 def take(watcher: Watcher) -> Message:
@@ -264,7 +267,7 @@ def test_a_message_is_json_with_events_exactly_as_export_prints_them() -> None:
     async def main() -> None:
         feed = LiveFeed()
         watcher = feed.watch(1)
-        feed.publish(events, received_ms=RECEIVED_MS, endpoint='im"port')
+        publish(feed, events, endpoint='im"port')
         message = take(watcher)
         # One SSE data line: no raw line break may split it.
         assert b"\n" not in message.data

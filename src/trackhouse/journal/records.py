@@ -5,12 +5,13 @@ A record is compact JSON: ``{"k":"ev","r":<received ms>,"e":<endpoint>,"rows":[.
 each row an :class:`~trackhouse.ingest.validate.Event` as a list. Properties stay JSON
 text inside it, so the loader never parses them again.
 
-Events validated in an ingest worker are written columnar instead: an Arrow IPC stream
-(which begins with bytes no JSON text begins with) of the same fields, with the received
-time and endpoint in its schema's metadata. Building the columns costs the worker about
-what the JSON did, and the loader, which shares the server's interpreter lock with the
-request handlers, then takes the columns as they are: no Python work per event (JSON
-rows cost it ~3 µs per event to turn into columns).
+The events of a large request are written columnar instead: an Arrow IPC stream (which
+begins with bytes no JSON text begins with) of the same fields, with the received time
+and endpoint in its schema's metadata. Building the columns costs about what the JSON
+did (in an ingest worker, usually), and the loader, which shares the server's
+interpreter lock with the request handlers, then takes the columns as they are: no
+Python work per event (JSON rows cost it ~3 µs per event to turn into columns).
+A build from before columnar records cannot read them: it stops at the first one.
 """
 
 from __future__ import annotations
