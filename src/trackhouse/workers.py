@@ -148,8 +148,12 @@ class WorkerPool:
     async def run(self, fn: Callable[[J], T], job: J, *, weight: int, here: Callable[[], T]) -> T:
         """``fn(job)`` in a worker; or ``here()``, the same work done in this process,
         for a job lighter than ``min_weight`` or while no worker is up."""
-        live = [worker for worker in self._workers if worker.alive]
-        if self.size == 0 or weight < self.min_weight or self._closed or not self._start(live):
+        if self.size == 0 or weight < self.min_weight or self._closed:
+            self.jobs_here += 1
+            return here()
+        self._start()
+        live = self.workers
+        if not live:  # starting
             self.jobs_here += 1
             return here()
         worker = min(live, key=lambda w: len(w.pending))
@@ -166,12 +170,11 @@ class WorkerPool:
         """The workers running now."""
         return [worker for worker in self._workers if worker.alive]
 
-    def _start(self, live: list[Worker]) -> bool:
-        """Whether any worker is up; the first call starts them."""
+    def _start(self) -> None:
+        """Start the workers, the first time a job is heavy enough for one."""
         if not self._started:
             self._started = True
             self._in_background(self._spawn(self.size))
-        return bool(live)
 
     def _in_background(self, spawning: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(spawning)

@@ -67,9 +67,9 @@ class EventTableRecord:
 
 
 def encode_event_table(events: list[Event], *, received_ms: int, endpoint: str) -> bytes:
-    """The events as an Arrow IPC stream (the columnar form of an event record)."""
+    """The events (one or more) as an Arrow IPC stream: an event record, columnar."""
     schema = EVENT_COLUMNS.with_metadata({"r": str(received_ms), "e": endpoint})
-    columns = zip(*events, strict=True) if events else ([] for _ in EVENT_COLUMNS)
+    columns = zip(*events, strict=True)
     table = pa.Table.from_arrays(
         [pa.array(values, f.type) for f, values in zip(EVENT_COLUMNS, columns, strict=True)],
         schema=schema,
