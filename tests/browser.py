@@ -9,8 +9,10 @@ so its absence is a broken setup, not an optional feature. Every wait is bounded
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,19 @@ def artifact_dir() -> Path:
     path = Path(configured) if configured else REPO / "test-artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def serve_pages(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` serving on a free loopback port in a thread: its origin, for a block.
+
+    Port 0: the OS picks the port, so there is no race with other servers."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)

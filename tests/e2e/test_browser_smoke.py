@@ -5,15 +5,14 @@ screenshot a person can look at."""
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import ACTION_TIMEOUT_MS, artifact_dir, launch_chromium, new_page
+from tests.browser import ACTION_TIMEOUT_MS, artifact_dir, launch_chromium, new_page, serve_pages
 
 pytestmark = pytest.mark.e2e
 
@@ -57,16 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def page_url() -> Iterator[str]:
-    # Port 0: the OS picks a free loopback port, so there is no race with other servers.
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_pages(_Handler) as origin:
+        yield origin + "/"
 
 
 def test_click_changes_text_and_screenshot(page_url: str) -> None:

@@ -57,21 +57,20 @@ import datetime as dt
 import http.client
 import json
 import math
-import threading
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Response
 
-from tests.browser import REPO, launch_chromium, new_page
+from tests.browser import REPO, launch_chromium, new_page, serve_pages
 from tests.serverproc import Server, cli, export, profile, send_updates
 from tests.tmpfs import Disk
 from trackhouse.projects import Project
@@ -210,15 +209,8 @@ class _PageHandler(BaseHTTPRequestHandler):
 def page_origin() -> Iterator[str]:
     for path in (SNIPPET, LIBRARY):
         assert path.is_file(), f"{path} is missing: run scripts/install (npm ci in tests/sdk)"
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    with serve_pages(_PageHandler) as origin:
+        yield origin
 
 
 @pytest.fixture(scope="module")
